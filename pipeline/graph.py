@@ -1,0 +1,53 @@
+"""The Beam graph: read -> validate -> group by stream-month -> pack -> send -> report.
+
+    splits --ReadCbf--> chunks --PlanDrops--> (connection, body) --WriteBillingDrops--> results
+              |  rejects -> dead-letter JSON Lines                      ^ gate (side input):
+              |  stats ------------------------------------------------+ nothing is sent until
+              |                                      summaries --------+ the whole input is checked
+              +--> report (JSON at report_path, table in the log)
+"""
+import json
+import logging
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline import report as run_report
+from transforms.plan import PlanDrops
+from transforms.read import FILE_ERRORS, REJECTS, STATS, ReadCbf, SumTuples
+from transforms.sink import WriteBillingDrops
+
+LOG = logging.getLogger("cloudzero")
+
+
+def write_report(_, config, report_target, stats, summaries, results, dead_letters, file_errors):
+    report = run_report.build(config, stats, summaries, results, dead_letters, file_errors)
+    with FileSystems.create(report_target) as handle:
+        handle.write(json.dumps(report, indent=2, sort_keys=False).encode())
+    LOG.info("%s", run_report.render(report))
+    return report_target
+
+
+def build(p, config, splits, dead_letter_prefix, report_target):
+    """Add the whole connector to pipeline `p`; returns the report path's PCollection."""
+    read = p | "ReadCbf" >> ReadCbf(splits, config.normalise_settings())
+
+    dead_letters = (read[REJECTS]
+                    | "WriteDeadLetter" >> beam.io.WriteToText(
+                        dead_letter_prefix, file_name_suffix=".jsonl", skip_if_empty=True))
+    stats = read[STATS] | "CountRows" >> beam.CombineGlobally(SumTuples(3))
+
+    planned = read["chunks"] | "PlanDrops" >> PlanDrops(config.operation, config.max_body_bytes)
+    summaries = planned["summaries"]
+    gate = (p
+            | "GateSeed" >> beam.Create([None])
+            | "Gate" >> beam.Map(lambda _, s, m: run_report.gate_reason(s, m, config),
+                                 beam.pvalue.AsSingleton(stats), beam.pvalue.AsList(summaries)))
+    results = planned["keyed"] | "WriteBillingDrops" >> WriteBillingDrops(config, gate)
+
+    return (p
+            | "ReportSeed" >> beam.Create([None])
+            | "Report" >> beam.Map(write_report, config, report_target,
+                                   beam.pvalue.AsSingleton(stats), beam.pvalue.AsList(summaries),
+                                   beam.pvalue.AsList(results), beam.pvalue.AsList(dead_letters),
+                                   beam.pvalue.AsList(read[FILE_ERRORS])))

@@ -1,0 +1,202 @@
+"""`python -m pipeline`: parse the flags, check the input, run the Beam job, print the report.
+
+Exit status: 0 when every body was accepted and rejected rows are within the limit;
+1 when the run finished with failures; 2 for a usage error (one line saying why);
+3 when the input cannot be planned (no file matches, unknown column, unreadable file).
+Flags this program does not know go to Beam's PipelineOptions untouched, so it works as the
+`py_file` of Airflow's BeamRunPythonPipelineOperator.
+"""
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import sys
+import tempfile
+
+from pipeline import api_key, cbf
+from pipeline import config as run_config
+from pipeline import files
+from pipeline import report as run_report
+from pipeline.anycost_client import url_problem
+
+LOG = logging.getLogger("cloudzero")
+USAGE_ERROR, INPUT_ERROR = 2, 3
+LOCAL_RUNNERS = {None, "DirectRunner", "direct", "FnApiRunner", "SwitchingDirectRunner"}
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or more, not {text}")
+    return value
+
+
+def build_parser():
+    parser = _Parser(prog="python -m pipeline", description=(
+        "Upload Common Bill Format files (CSV, CSV.gz, Parquet) to CloudZero AnyCost Stream. "
+        "Unknown flags are passed to Apache Beam."), allow_abbrev=False)
+    add = parser.add_argument
+    add("--input", action="append", required=True, metavar="PATTERN",
+        help="glob over any Beam filesystem (local, gs://); repeat for more")
+    stream = parser.add_mutually_exclusive_group(required=True)
+    stream.add_argument("--connection_id", help="the AnyCost Stream connection every row goes to")
+    stream.add_argument("--stream_column", help="a column naming each row's connection id (removed from rows)")
+    add("--api_url", default="https://api.cloudzero.com")
+    key = parser.add_mutually_exclusive_group()
+    key.add_argument("--api_key_env", default=None,
+                     help="name of the environment variable holding the key (default CLOUDZERO_API_KEY)")
+    key.add_argument("--api_key_secret", default=None,
+                     help="Secret Manager version projects/P/secrets/S/versions/V (pip install .[gcp])")
+    add("--operation", choices=cbf.OPERATIONS, default="sum")
+    add("--max_body_bytes", type=int, default=cbf.MAX_BODY_BYTES)
+    add("--dead_letter_path", help="prefix of the JSON Lines files for rejected rows")
+    add("--max_rejected_rows", type=_positive_int, default=0)
+    add("--dry_run", action="store_true", help="write bodies to --output_dir instead of posting")
+    add("--output_dir")
+    add("--report_path", help="where to write the JSON run report")
+    add("--validate_only", action="store_true", help="send bodies to the validate endpoint only")
+    add("--verify", action="store_true", help="read each touched month back after the upload")
+    add("--verify_only", action="store_true", help="read the months back without uploading")
+    add("--test_namespace", metavar="KEY", help="send cloudzero-test-key: KEY on every request")
+    add("--state_path", help="record delivered bodies here (local or gs://) so a rerun resumes")
+    add("--max_attempts", type=int, default=8)
+    add("--max_retry_seconds", type=float, default=600.0)
+    add("--connect_timeout", type=float, default=10.0)
+    add("--read_timeout", type=float, default=300.0)
+    add("--max_concurrent_streams", type=int, default=8)
+    add("--wait", dest="wait", action=argparse.BooleanOptionalAction, default=None,
+        help="wait for the job and print its report (default: yes, except as a Flex Template)")
+    return parser
+
+
+def parse(argv):
+    """Our flags as a RunConfig, plus the flags for Beam; raises UsageError with one line."""
+    args, beam_args = build_parser().parse_known_args(argv)
+    for flag in beam_args:
+        if flag.split("=", 1)[0].lstrip("-").lower() in ("api_key", "apikey", "key"):
+            raise UsageError("the API key is never a flag: put it in the variable --api_key_env names, "
+                             "or in Secret Manager (--api_key_secret)")
+    if args.connection_id is not None and not cbf.is_valid_connection_id(args.connection_id):
+        raise UsageError(f"--connection_id {args.connection_id!r} is not allowed ({cbf.CONNECTION_ID_RULE})")
+    if not 1000 <= args.max_body_bytes <= cbf.MAX_BODY_BYTES:
+        raise UsageError(f"--max_body_bytes must be between 1000 and {cbf.MAX_BODY_BYTES} "
+                         "(CloudZero refuses larger bodies)")
+    problem = url_problem(args.api_url)
+    if problem:
+        raise UsageError(problem)
+    modes = [name for name in ("dry_run", "validate_only", "verify_only") if getattr(args, name)]
+    if len(modes) > 1:
+        raise UsageError(f"--{modes[0]} and --{modes[1]} cannot be used together")
+    if args.dry_run and not args.output_dir:
+        raise UsageError("--dry_run needs --output_dir, where the bodies are written")
+    if args.verify and modes:
+        raise UsageError(f"--verify goes with an upload, not with --{modes[0]}")
+    if args.max_attempts < 1 or args.max_concurrent_streams < 1:
+        raise UsageError("--max_attempts and --max_concurrent_streams must be at least 1")
+    if args.api_key_secret and not api_key.SECRET_RESOURCE.fullmatch(args.api_key_secret):
+        raise UsageError("--api_key_secret must look like projects/P/secrets/S/versions/V")
+    config = run_config.RunConfig(
+        inputs=tuple(args.input), connection_id=args.connection_id, stream_column=args.stream_column,
+        api_url=args.api_url, api_key_env=args.api_key_env or "CLOUDZERO_API_KEY",
+        api_key_secret=args.api_key_secret, operation=args.operation, max_body_bytes=args.max_body_bytes,
+        dead_letter_path=args.dead_letter_path, max_rejected_rows=args.max_rejected_rows,
+        mode=modes[0] if modes else run_config.SEND, output_dir=args.output_dir,
+        report_path=args.report_path, verify=args.verify, test_namespace=args.test_namespace,
+        state_path=args.state_path, max_attempts=args.max_attempts,
+        max_retry_seconds=args.max_retry_seconds, connect_timeout=args.connect_timeout,
+        read_timeout=args.read_timeout, max_concurrent_streams=args.max_concurrent_streams)
+    return config, beam_args, args.wait
+
+
+def _pipeline_options(beam_args):
+    from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
+    options = PipelineOptions(beam_args)
+    options.view_as(SetupOptions).save_main_session = False
+    return options, options.view_as(StandardOptions).runner
+
+
+def _runner(name):
+    """The DirectRunner means Beam's in-process FnApiRunner here: no Prism download attempt."""
+    if name in LOCAL_RUNNERS:
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+        return FnApiRunner()
+    return name
+
+
+def _run_id():
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _locations(config, options, local):
+    """Where the dead letter and the report go when the flags do not say."""
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+    run_id = _run_id()
+    temp = options.view_as(GoogleCloudOptions).temp_location
+    base = os.path.abspath("cloudzero-runs") if local else temp
+    if not base:
+        raise UsageError("give --dead_letter_path and --report_path, or --temp_location, on this runner")
+    dead_letter = config.dead_letter_path or FileSystems.join(base, run_id, "rejected")
+    report_target = config.report_path or (
+        os.path.join(tempfile.mkdtemp(prefix="cloudzero-report-"), "report.json") if local
+        else FileSystems.join(base, run_id, "report.json"))
+    return dead_letter, report_target
+
+
+def run(argv=None):
+    import apache_beam as beam
+    from apache_beam.io.filesystems import FileSystems
+    from pipeline import graph
+
+    config, beam_args, wait = parse(sys.argv[1:] if argv is None else argv)
+    options, runner_name = _pipeline_options(beam_args)
+    local = runner_name in LOCAL_RUNNERS
+    if wait is None:
+        wait = not os.environ.get("FLEX_TEMPLATE_PYTHON_PY_FILE")
+    if local and config.needs_api_key and not config.api_key_secret:
+        api_key.from_env(config.api_key_env)  # fail fast, before reading anything
+    splits = files.plan_splits(config.inputs, config.stream_column)
+    dead_letter, report_target = _locations(config, options, local)
+    LOG.info("reading %d split(s) from %d pattern(s); report: %s; rejected rows: %s*",
+             len(splits), len(config.inputs), report_target, dead_letter)
+
+    p = beam.Pipeline(runner=_runner(runner_name), options=options)
+    graph.build(p, config, splits, dead_letter, report_target)
+    result = p.run()
+    if not wait:
+        LOG.info("job submitted; the report will be written to %s", report_target)
+        return 0
+    result.wait_until_finish()
+    with FileSystems.open(report_target) as handle:
+        report = json.loads(handle.read())
+    print(run_report.render(report), flush=True)
+    return run_report.exit_code(report)
+
+
+def main(argv=None):
+    logging.basicConfig(level=os.environ.get("CLOUDZERO_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    try:
+        return run(argv)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return USAGE_ERROR
+    except api_key.ApiKeyError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return USAGE_ERROR
+    except files.InputProblems as err:
+        print("error: the input cannot be uploaded; nothing was read or sent:", file=sys.stderr)
+        for problem in err.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return INPUT_ERROR

@@ -1,0 +1,325 @@
+"""Validate and render a batch of CBF rows, column by column, into JSON lines.
+
+Input: an Arrow record batch whose columns are CBF text (see `pipeline.typed_text` for how
+Parquet types become text). Output: the good rows as JSON objects grouped by
+(connection id, UTC month), and one reject record per bad row.
+
+The work is done with Arrow kernels over whole columns; only unusual values (exponent
+numbers, timestamps with offsets) and rejected rows are touched one by one in Python.
+No Beam, no HTTP.
+"""
+import dataclasses
+import json
+from typing import List, NamedTuple, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline import cbf, values
+
+_STRING = pa.string()
+_NULL_STRING = pa.scalar(None, _STRING)
+_CONTROL_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
+_JSON_SPECIALS = r'[\\"\n\r\t]'
+_FAST_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"
+_FAST_NUMBER = "^" + values.PLAIN_NUMBER.pattern + "$"
+_CONNECTION_ID = "^" + cbf.CONNECTION_ID_PATTERN.pattern + "$"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What normalisation needs to know about the run (never the API key)."""
+    connection_id: Optional[str] = None
+    stream_column: Optional[str] = None
+    operation: str = "sum"
+    max_body_bytes: int = cbf.MAX_BODY_BYTES
+
+    def envelope_bytes(self):
+        """Bytes of a body around its rows: `{"month":"YYYY-MM","operation":"...","data":[` + `]}`."""
+        return len(body_prefix("2000-01", self.operation)) + len(BODY_SUFFIX)
+
+
+BODY_SUFFIX = b"]}"
+
+
+def body_prefix(month, operation):
+    return b'{"month":"%s","operation":"%s","data":[' % (month.encode(), operation.encode())
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceBatch:
+    """Where a batch came from: enough to name a row to a person and to order chunks."""
+    file: str
+    order: tuple  # sorts batches back into input order: (file index, split, batch index)
+    row_numbers: np.ndarray  # 1-based data row number in the file (header not counted) per row
+
+
+class Chunk(NamedTuple):
+    """Rows of one (connection, month) from one batch, serialised and ready to pack.
+
+    `rows` is the JSON of each row followed by a comma, concatenated; `lengths` the byte
+    length of each (int32, native order). `order` sorts chunks back into input order
+    after a shuffle. `hours` (uint16 hour-of-month per row) is filled for replace_hourly.
+    """
+    order: tuple
+    row_count: int
+    rows: bytes
+    lengths: bytes
+    cost_total: str
+    hours: bytes
+
+
+@dataclasses.dataclass
+class NormalisedBatch:
+    chunks: list  # [((connection_id, month), Chunk)]
+    rejects: list  # [dict] dead-letter records
+    rows_in: int
+
+
+def reject_record(file, row, reason, original):
+    """One dead-letter line: where the row was, why it was refused, and what it held."""
+    return {"file": file, "row": row, "reason": reason, "values": original}
+
+
+def normalise_batch(batch: pa.RecordBatch, source: SourceBatch, settings: Settings) -> NormalisedBatch:
+    """Validate every row of `batch`, render the good ones as JSON and group them."""
+    n = batch.num_rows
+    if n == 0:
+        return NormalisedBatch([], [], 0)
+    problems = _Problems(n)
+    columns = {name: _blank_to_null(batch.column(i)) for i, name in enumerate(batch.schema.names)}
+    connection = _connection_ids(columns, settings, problems)
+
+    rendered = {}
+    for name, column in columns.items():
+        if name == settings.stream_column:
+            continue
+        if name in cbf.TIMESTAMP_COLUMNS:
+            column = _render_timestamps(name, column, problems)
+        elif name in cbf.NUMBER_COLUMNS:
+            column = _render_numbers(name, column, problems)
+        rendered[name] = column
+
+    for required in cbf.REQUIRED_COLUMNS:
+        column = columns.get(required)
+        missing = np.ones(n, bool) if column is None else _mask(pc.is_null(column))
+        problems.add(missing, f"{required} is required and is empty")
+    _check_lineitem_type(rendered, problems)
+    _check_tags_have_resource_id(rendered, problems)
+
+    order = cbf.canonical_column_order(rendered)
+    rows = _json_rows([(name, rendered[name]) for name in order], problems)
+    _check_row_fits(rows, settings, problems)
+
+    rejects = problems.records(batch, source)
+    good = ~problems.any
+    if not good.any():
+        return NormalisedBatch([], rejects, n)
+    keep = pa.array(good)
+    usage_start = pc.filter(rendered[cbf.USAGE_START], keep)
+    chunks = _group(
+        rows=pc.filter(rows, keep),
+        connection=pc.filter(connection, keep),
+        month=pc.utf8_slice_codeunits(usage_start, 0, 7),
+        cost=pc.filter(rendered[cbf.COST], keep),
+        usage_start=usage_start if settings.operation == "replace_hourly" else None,
+        order=source.order,
+    )
+    return NormalisedBatch(chunks, rejects, n)
+
+
+class _Problems:
+    """Per-row reasons, kept as boolean masks until a row is known to be rejected."""
+
+    def __init__(self, n):
+        self.any = np.zeros(n, bool)
+        self._rules = []  # (mask, reason or per-row reason array)
+
+    def add(self, mask, reason):
+        if mask.any():
+            self.any |= mask
+            self._rules.append((mask, reason))
+
+    def records(self, batch, source):
+        bad_rows = np.flatnonzero(self.any)
+        if not len(bad_rows):
+            return []
+        originals = batch.take(pa.array(bad_rows)).to_pylist()
+        records = []
+        for position, original in zip(bad_rows, originals):
+            reasons = [reason if isinstance(reason, str) else reason[position]
+                       for mask, reason in self._rules if mask[position]]
+            kept = {k: v for k, v in original.items() if v is not None and v != ""}
+            records.append(reject_record(source.file, int(source.row_numbers[position]),
+                                         "; ".join(reasons), kept))
+        return records
+
+
+def _mask(boolean_array):
+    """Arrow booleans (nulls count as False) as a numpy mask."""
+    return pc.fill_null(boolean_array, False).to_numpy(zero_copy_only=False)
+
+
+def _blank_to_null(column):
+    """Empty text means absent: CBF leaves empty optional values out of the row."""
+    if column.null_count == len(column):
+        return column
+    return pc.if_else(pc.equal(column, ""), _NULL_STRING, column)
+
+
+def _connection_ids(columns, settings, problems):
+    n = problems.any.shape[0]
+    if settings.stream_column is None:
+        return pa.array([settings.connection_id], _STRING).take(pa.array(np.zeros(n, np.int64)))
+    ids = columns.get(settings.stream_column)
+    if ids is None:
+        ids = pa.nulls(n, _STRING)
+    problems.add(_mask(pc.is_null(ids)), f"{settings.stream_column} (the connection id) is empty")
+    bad = _mask(pc.invert(pc.match_substring_regex(ids, _CONNECTION_ID)))
+    problems.add(bad, f"{settings.stream_column} is not a valid connection id ({cbf.CONNECTION_ID_RULE})")
+    return ids
+
+
+def _render_slow(name, column, needs_slow, render, problems):
+    """Render the values `needs_slow` marks one by one; failures become row problems."""
+    positions = np.flatnonzero(needs_slow)
+    if not len(positions):
+        return column
+    texts = column.take(pa.array(positions)).to_pylist()
+    replacements, failed, reasons = [], np.zeros(len(column), bool), np.empty(len(column), object)
+    for position, text in zip(positions, texts):
+        try:
+            replacements.append(render(text))
+        except values.InvalidValue as err:
+            replacements.append(None)
+            failed[position] = True
+            reasons[position] = f"{name}: {err}"
+    problems.add(failed, reasons)
+    mask = np.zeros(len(column), bool)
+    mask[positions] = True
+    return pc.replace_with_mask(column, pa.array(mask), pa.array(replacements, _STRING))
+
+
+def _render_timestamps(name, column, problems):
+    fast = pc.match_substring_regex(column, _FAST_TIMESTAMP)
+    # strptime alone accepts 2024-02-30 (it rolls over); the round trip rejects it.
+    parsed = pc.strptime(column, format="%Y-%m-%dT%H:%M:%SZ", unit="s", error_is_null=True)
+    exact = pc.equal(pc.strftime(parsed, format="%Y-%m-%dT%H:%M:%SZ"), column)
+    ok = _mask(pc.and_(fast, exact))
+    needs_slow = ~ok & _mask(pc.is_valid(column))
+    return _render_slow(name, column, needs_slow, values.render_timestamp, problems)
+
+
+def _render_numbers(name, column, problems):
+    plain = _mask(pc.match_substring_regex(column, _FAST_NUMBER))
+    needs_slow = ~plain & _mask(pc.is_valid(column))
+    return _render_slow(name, column, needs_slow, values.render_number, problems)
+
+
+def _check_lineitem_type(rendered, problems):
+    column = rendered.get(cbf.LINEITEM_TYPE)
+    if column is None:
+        return
+    allowed = pa.array(sorted(cbf.LINEITEM_TYPES), _STRING)
+    bad = _mask(pc.and_(pc.is_valid(column), pc.invert(pc.is_in(column, value_set=allowed))))
+    problems.add(bad, f"{cbf.LINEITEM_TYPE} is not one of: {', '.join(sorted(cbf.LINEITEM_TYPES))}")
+
+
+def _check_tags_have_resource_id(rendered, problems):
+    tags = [rendered[name] for name in rendered if cbf.is_tag_column(name)]
+    if not tags:
+        return
+    n = problems.any.shape[0]
+    has_tag = np.zeros(n, bool)
+    for column in tags:
+        has_tag |= _mask(pc.is_valid(column))
+    resource_id = rendered.get(cbf.RESOURCE_ID)
+    no_id = np.ones(n, bool) if resource_id is None else _mask(pc.is_null(resource_id))
+    problems.add(has_tag & no_id, f"a row with a resource/tag value needs a non-empty {cbf.RESOURCE_ID}")
+
+
+def _json_escape(column):
+    if not pc.any(pc.match_substring_regex(column, _JSON_SPECIALS)).as_py():
+        return column
+    for raw, escaped in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
+        column = pc.replace_substring(column, raw, escaped)
+    return column
+
+
+def _json_rows(named_columns, problems):
+    """Each row as `{"col":"value",...},` with absent values left out; one Arrow string array."""
+    fragments = []
+    for name, column in named_columns:
+        control = _mask(pc.match_substring_regex(column, _CONTROL_CHARS))
+        problems.add(control, f"{name} contains a control character")
+        prefix = pa.scalar('"%s":"' % name, _STRING)
+        fragments.append(pc.binary_join_element_wise(prefix, _json_escape(column), '"', ""))
+    body = pc.binary_join_element_wise(*fragments, ",", null_handling="skip")
+    return pc.binary_join_element_wise("{", body, "},", "")
+
+
+def _check_row_fits(rows, settings, problems):
+    # Each row carries a trailing comma; the last row of a body drops it.
+    room = settings.max_body_bytes - settings.envelope_bytes() + 1
+    lengths = pc.binary_length(rows).to_numpy()
+    too_big = lengths > room
+    if too_big.any():
+        reasons = np.empty(len(lengths), object)
+        for position in np.flatnonzero(too_big):
+            reasons[position] = (f"the row is {lengths[position] - 1} bytes of JSON and cannot fit in a body "
+                                 f"of at most {settings.max_body_bytes} bytes")
+        problems.add(too_big, reasons)
+
+
+def _group(rows, connection, month, cost, usage_start, order):
+    """Split the good rows of a batch by (connection, month) into chunks."""
+    keys = pc.binary_join_element_wise(connection, month, "|")
+    distinct = pc.unique(keys).to_pylist()
+    chunks = []
+    for index, key in enumerate(sorted(distinct)):
+        if len(distinct) == 1:
+            part = (rows, cost, usage_start)
+        else:
+            keep = pc.equal(keys, key)
+            part = tuple(None if a is None else pc.filter(a, keep) for a in (rows, cost, usage_start))
+        connection_id, month_text = key.split("|")
+        chunks.append(((connection_id, month_text), _chunk(order + (index,), *part)))
+    return chunks
+
+
+def _chunk(order, rows, cost, usage_start):
+    rows = rows.combine_chunks() if isinstance(rows, pa.ChunkedArray) else rows
+    offsets = np.frombuffer(rows.buffers()[1], np.int32, len(rows) + 1, rows.offset * 4)
+    data = rows.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]]
+    hours = b""
+    if usage_start is not None:
+        day = pc.cast(pc.utf8_slice_codeunits(usage_start, 8, 10), pa.uint16())
+        hour = pc.cast(pc.utf8_slice_codeunits(usage_start, 11, 13), pa.uint16())
+        hours = pc.add(pc.multiply(pc.subtract(day, 1), 24), hour).to_numpy().astype(np.uint16).tobytes()
+    return Chunk(order, len(rows), data, np.diff(offsets).astype(np.int32).tobytes(),
+                 values.decimal_text(decimal_sum(cost)), hours)
+
+
+def decimal_sum(column):
+    """The exact sum of a column of plain decimal strings, as a Decimal.
+
+    Arrow's decimal128 sums a column in one kernel call when the digits fit with room
+    for a million additions; anything wider goes through Python's Decimal.
+    """
+    if len(column) == 0:
+        return values.exact_sum([])
+    point = pc.find_substring(column, ".")
+    length = pc.utf8_length(column)
+    scale = pc.max(pc.if_else(pc.less(point, 0), 0, pc.subtract(pc.subtract(length, point), 1))).as_py()
+    digits = pc.max(pc.if_else(pc.less(point, 0), length, point)).as_py()
+    if digits + scale + 7 <= 38:
+        total = pc.sum(pc.cast(column, pa.decimal128(38, scale))).as_py()
+        if total is not None:
+            return total
+    return values.exact_sum(column.to_pylist())
+
+
+def dumps_reject(record):
+    """A dead-letter record as one JSON line (non-ASCII kept readable)."""
+    return json.dumps(record, ensure_ascii=False, sort_keys=False)

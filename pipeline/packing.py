@@ -1,0 +1,133 @@
+"""Pack a stream-month's serialised rows into request bodies.
+
+After the shuffle, the chunks of one (connection, month) come back in any order. They are
+sorted by their source position, checked against CloudZero's monthly limits, and cut into
+bodies of at most `max_body_bytes` by cumulative byte length: no per-row Python objects,
+and the same input always gives byte-identical bodies and idempotency keys.
+No Beam, no HTTP.
+"""
+import dataclasses
+import hashlib
+from typing import List, Optional
+
+import numpy as np
+
+from pipeline import cbf, values
+from pipeline.normalise import BODY_SUFFIX, body_prefix
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedBody:
+    """One request body, with the identity that makes its retries and reruns safe."""
+    connection_id: str
+    month: str
+    operation: str
+    seq: int  # 1-based position within the stream-month
+    count: int  # bodies in the stream-month
+    row_count: int
+    body: bytes
+    idempotency_key: str
+
+    @property
+    def byte_count(self):
+        return len(self.body)
+
+    def describe(self):
+        return f"{self.connection_id} {self.month} body {self.seq}/{self.count}"
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamMonthPlan:
+    """Everything known about a stream-month before sending: its bodies, or why it is refused."""
+    connection_id: str
+    month: str
+    row_count: int
+    row_bytes: int
+    cost_total: str
+    bodies: List[PlannedBody]
+    refused: Optional[str] = None
+
+
+def idempotency_key(connection_id, month, operation, seq, body):
+    """sha256 of what the drop is. `seq` keeps two identical bodies of one month distinct,
+    so that repeated rows are summed, not mistaken for a retry."""
+    digest = hashlib.sha256()
+    for part in (connection_id, month, operation, str(seq)):
+        digest.update(part.encode() + b"\n")
+    digest.update(body)
+    return digest.hexdigest()
+
+
+def plan_stream_month(connection_id, month, chunks, operation, max_body_bytes) -> StreamMonthPlan:
+    """Sort the chunks into input order, check the monthly limits, and cut bodies."""
+    chunks = sorted(chunks, key=lambda chunk: chunk.order)
+    lengths = np.concatenate([np.frombuffer(c.lengths, np.int32) for c in chunks]).astype(np.int64)
+    rows = b"".join(c.rows for c in chunks)
+    row_count = int(len(lengths))
+    row_bytes = int(lengths.sum()) - row_count  # without the separating commas
+    cost_total = values.decimal_text(values.exact_sum(c.cost_total for c in chunks))
+
+    def refuse(reason):
+        return StreamMonthPlan(connection_id, month, row_count, row_bytes, cost_total, [], reason)
+
+    if row_count > cbf.MAX_ROWS_PER_STREAM_MONTH:
+        return refuse(f"{row_count} rows: CloudZero holds at most {cbf.MAX_ROWS_PER_STREAM_MONTH:,} "
+                      "rows per stream and month")
+    if row_bytes > cbf.MAX_BYTES_PER_STREAM_MONTH:
+        return refuse(f"{row_bytes} bytes of rows: CloudZero holds at most "
+                      f"{cbf.MAX_BYTES_PER_STREAM_MONTH:,} bytes per stream and month")
+
+    cuts = None
+    if operation == "replace_hourly":
+        hours = np.concatenate([np.frombuffer(c.hours, np.uint16) for c in chunks])
+        rows, lengths, hours = _sort_rows_by_hour(rows, lengths, hours)
+        cuts = np.append(np.flatnonzero(np.diff(hours)) + 1, row_count)
+    prefix = body_prefix(month, operation)
+    room = max_body_bytes - len(prefix) - len(BODY_SUFFIX) + 1  # the last row drops its comma
+    spans = cut_bodies(lengths, room, cuts)
+    if spans is None:
+        what = "one UTC hour" if operation == "replace_hourly" else "a row"
+        return refuse(f"{what} holds more than fits in one body of {max_body_bytes} bytes")
+    if operation == "replace_drop" and len(spans) > 1:
+        return refuse(f"replace_drop replaces the whole month, so the month must fit in one body; "
+                      f"it needs {len(spans)} bodies of at most {max_body_bytes} bytes. "
+                      "Use --operation replace_hourly or sum instead")
+
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    bodies = []
+    for seq, (start, end) in enumerate(spans, 1):
+        body = prefix + rows[offsets[start]:offsets[end] - 1] + BODY_SUFFIX
+        bodies.append(PlannedBody(connection_id, month, operation, seq, len(spans), end - start, body,
+                                  idempotency_key(connection_id, month, operation, seq, body)))
+    return StreamMonthPlan(connection_id, month, row_count, row_bytes, cost_total, bodies)
+
+
+def cut_bodies(lengths, room, cuts=None):
+    """Greedy spans [start, end) whose lengths sum to at most `room`, ending only at `cuts`
+    (every row boundary when None). None when some span cannot be made to fit."""
+    count = len(lengths)
+    if count == 0:
+        return []
+    ends = np.cumsum(lengths)
+    allowed = np.arange(1, count + 1) if cuts is None else np.asarray(cuts)
+    allowed_ends = ends[allowed - 1]
+    spans, start, consumed = [], 0, 0
+    while start < count:
+        index = int(np.searchsorted(allowed_ends, consumed + room, side="right")) - 1
+        if index < 0 or allowed[index] <= start:
+            return None
+        end = int(allowed[index])
+        spans.append((start, end))
+        start, consumed = end, int(ends[end - 1])
+    return spans
+
+
+def _sort_rows_by_hour(rows, lengths, hours):
+    """Stable-sort rows by hour of the month, so that each hour is one contiguous run."""
+    if len(hours) == 0 or np.all(hours[:-1] <= hours[1:]):
+        return rows, lengths, hours
+    order = np.argsort(hours, kind="stable")
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    view = memoryview(rows)
+    reordered = b"".join(view[offsets[i]:offsets[i + 1]] for i in order)
+    return reordered, lengths[order], hours[order]

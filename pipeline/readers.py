@@ -1,0 +1,251 @@
+"""Stream CBF files as Arrow record batches of text, never a whole file at once.
+
+`inspect` reads only a file's header or Parquet footer, so that the launcher can refuse
+unknown columns before the pipeline starts. `read_batches` streams the rows. Both take an
+open binary file object, so the caller decides where files live (local, `gs://`).
+No Beam, no HTTP.
+"""
+import csv
+import dataclasses
+import gzip
+import io
+import zlib
+from typing import Iterator, List
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from pipeline import cbf, typed_text
+from pipeline.normalise import reject_record
+
+CSV_BLOCK_BYTES = 16 << 20  # must exceed the largest row; a 5 MB body bounds useful rows
+PARQUET_BATCH_ROWS = 65_536
+FORMATS = {".csv": "csv", ".csv.gz": "csv.gz", ".parquet": "parquet"}
+_BOM = b"\xef\xbb\xbf"
+
+
+class InputFileError(Exception):
+    """A file that cannot be read as CBF; the message names the file and says why."""
+
+
+def file_format(path):
+    """`csv`, `csv.gz` or `parquet`, from the name; None for anything else."""
+    lowered = path.lower()
+    for suffix in (".csv.gz", ".csv", ".parquet"):
+        if lowered.endswith(suffix):
+            return FORMATS[suffix]
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class FileInfo:
+    """What the launcher learns from a header or footer, before any row is read."""
+    path: str
+    format: str
+    columns: List[str]
+    row_groups: int = 0  # Parquet only: lets the pipeline split a big file
+
+
+@dataclasses.dataclass
+class TextBatch:
+    """Rows of one file as text columns, with each row's 1-based number in the file."""
+    batch: pa.RecordBatch
+    row_numbers: np.ndarray
+    rejects: list  # rows the parser itself refused (ragged rows, invalid UTF-8)
+
+
+def inspect(fileobj, path, fmt) -> FileInfo:
+    """Read only the header (CSV) or footer (Parquet) and check the column types."""
+    try:
+        if fmt == "parquet":
+            parquet = pq.ParquetFile(fileobj)
+            schema = parquet.schema_arrow
+            for field in schema:
+                problem = typed_text.type_problem(field.type)
+                if problem:
+                    raise InputFileError(f"{path}: column {field.name!r} {problem}")
+            return FileInfo(path, fmt, list(schema.names), parquet.num_row_groups)
+        names, _ = _peek_csv_header(_open_text_stream(fileobj, fmt), path)
+        return FileInfo(path, fmt, names)
+    except InputFileError:
+        raise
+    except (pa.ArrowException, OSError, EOFError, zlib.error, ValueError) as err:
+        raise InputFileError(f"{path}: cannot be read as {fmt}: {_short(err)}") from None
+
+
+def header_problems(info: FileInfo, stream_column=None):
+    """Every reason the file's columns stop the run, one message each."""
+    problems = []
+    seen = set()
+    for name in info.columns:
+        if name in seen:
+            problems.append(f"{info.path}: column {name!r} appears more than once in the header")
+        seen.add(name)
+        if name == stream_column:
+            continue
+        problem = cbf.column_problem(name)
+        if problem:
+            problems.append(f"{info.path}: {problem}")
+    if stream_column and stream_column not in seen and info.columns:
+        problems.append(f"{info.path}: has no {stream_column!r} column (named by --stream_column)")
+    if info.columns and cbf.USAGE_START not in seen and cbf.COST not in seen and problems:
+        problems.append(f"{info.path}: the first line does not look like a CBF header; is the header missing?")
+    return problems
+
+
+def read_batches(fileobj, path, fmt, row_groups=None) -> Iterator[TextBatch]:
+    """Yield the file's rows as text batches; a file that breaks mid-way raises InputFileError."""
+    try:
+        if fmt == "parquet":
+            yield from _parquet_batches(fileobj, path, row_groups)
+        else:
+            yield from _csv_batches(_open_text_stream(fileobj, fmt), path)
+    except InputFileError:
+        raise
+    except (pa.ArrowException, OSError, EOFError, zlib.error, ValueError) as err:
+        raise InputFileError(f"{path}: reading stopped part-way: {_short(err)}") from None
+
+
+def _short(err):
+    return str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+
+
+def _open_text_stream(fileobj, fmt):
+    return gzip.GzipFile(fileobj=fileobj, mode="rb") if fmt == "csv.gz" else fileobj
+
+
+def _parquet_batches(fileobj, path, row_groups):
+    parquet = pq.ParquetFile(fileobj)
+    groups = list(range(parquet.num_row_groups)) if row_groups is None else list(row_groups)
+    first_row = 1 + sum(parquet.metadata.row_group(g).num_rows for g in range(groups[0])) if groups else 1
+    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=groups, use_threads=False):
+        columns = [typed_text.column_to_text(column) for column in batch.columns]
+        text = pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+        yield TextBatch(text, np.arange(first_row, first_row + batch.num_rows), [])
+        first_row += batch.num_rows
+
+
+class _CsvRowNumbers:
+    """Numbers the good rows of a CSV around the ones the parser skipped.
+
+    Arrow reports a skipped row by its record number, so a good row's number is the next
+    record number that was not skipped.
+    """
+
+    def __init__(self, header_records=1):
+        self.skipped = []  # record numbers (header included) of skipped rows
+        self.next_record = header_records + 1
+        self.header_records = header_records
+
+    def assign(self, count):
+        skipped = np.array(sorted(r for r in self.skipped if r >= self.next_record), np.int64)
+        candidates = np.arange(self.next_record, self.next_record + count + len(skipped), dtype=np.int64)
+        good = np.setdiff1d(candidates, skipped, assume_unique=True)[:count]
+        if count:
+            self.next_record = int(good[-1]) + 1
+        return good - self.header_records
+
+
+def _csv_batches(stream, path):
+    names, stream = _peek_csv_header(stream, path)
+    if not names:
+        return
+    if len(set(names)) != len(names):
+        raise InputFileError(f"{path}: the header repeats a column name")
+    numbers = _CsvRowNumbers()
+    parser_rejects = []
+
+    def on_invalid_row(row):
+        numbers.skipped.append(row.number)
+        reason = (f"the row has {row.actual_columns} fields where the header has "
+                  f"{row.expected_columns}")
+        parser_rejects.append(reject_record(path, row.number - 1, reason, {"text": row.text}))
+        return "skip"
+
+    reader = pacsv.open_csv(
+        stream,
+        read_options=pacsv.ReadOptions(use_threads=False, block_size=CSV_BLOCK_BYTES),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid_row),
+        convert_options=pacsv.ConvertOptions(
+            column_types={name: pa.binary() for name in names}, strings_can_be_null=False),
+    )
+    for batch in reader:
+        row_numbers = numbers.assign(batch.num_rows)
+        text, keep, utf8_rejects = _decode_utf8(batch, path, row_numbers)
+        rejects, parser_rejects[:] = parser_rejects + utf8_rejects, []
+        yield TextBatch(text, row_numbers[keep], rejects)
+    if parser_rejects:
+        yield TextBatch(pa.RecordBatch.from_arrays([pa.array([], pa.string())] * len(names), names=names),
+                        np.zeros(0, np.int64), list(parser_rejects))
+
+
+def _peek_csv_header(stream, path):
+    """The header's fields (quoted names allowed, BOM removed) and a stream that still
+    starts at the header, so that Arrow can read every column as bytes, never inferred."""
+    data = stream.read(1 << 20)
+    if data.startswith(_BOM):
+        data = data[len(_BOM):]
+    rest = io.BufferedReader(_Prepend(data, stream), CSV_BLOCK_BYTES)
+    if not data.strip():
+        return [], rest
+    line = data.split(b"\n", 1)[0].rstrip(b"\r")
+    try:
+        names = next(csv.reader([line.decode("utf-8")]))
+    except UnicodeDecodeError as err:
+        raise InputFileError(f"{path}: the header is not valid UTF-8 (byte {err.start})") from None
+    return names, rest
+
+
+def _decode_utf8(batch, path, row_numbers):
+    """Binary columns as UTF-8 text; rows with invalid bytes become rejects, not a crash.
+
+    Returns the good rows, the mask of rows kept, and the rejects."""
+    columns, bad = [], np.zeros(batch.num_rows, bool)
+    reasons = {}
+    for name, column in zip(batch.schema.names, batch.columns):
+        try:
+            columns.append(column.cast(pa.string()))
+            continue
+        except pa.ArrowInvalid:
+            pass
+        decoded = []
+        for position, raw in enumerate(column.to_pylist()):
+            try:
+                decoded.append(raw.decode("utf-8"))
+            except UnicodeDecodeError as err:
+                decoded.append(None)
+                bad[position] = True
+                reasons.setdefault(position, []).append(f"{name} is not valid UTF-8 (byte {err.start})")
+        columns.append(pa.array(decoded, pa.string()))
+    text = pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+    if not bad.any():
+        return text, ~bad, []
+    rejects = []
+    for position in np.flatnonzero(bad):
+        original = {name: batch.column(i)[position].as_py().decode("utf-8", "backslashreplace")
+                    for i, name in enumerate(batch.schema.names) if batch.column(i)[position].as_py()}
+        rejects.append(reject_record(path, int(row_numbers[position]), "; ".join(reasons[position]), original))
+    return text.filter(pa.array(~bad)), ~bad, rejects
+
+
+class _Prepend(io.RawIOBase):
+    """A stream that first returns `head`, then the rest of `stream` (for peeking)."""
+
+    def __init__(self, head, stream):
+        self._head, self._stream = head, stream
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        if self._head:
+            size = min(len(buffer), len(self._head))
+            buffer[:size] = self._head[:size]
+            self._head = self._head[size:]
+            return size
+        data = self._stream.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)

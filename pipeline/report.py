@@ -1,0 +1,143 @@
+"""The run report: what was read, rejected, planned and delivered, per stream and month.
+
+Built from small records the pipeline collects (counts, month summaries, body results),
+written as JSON and printed as a table. The exit status is derived from it, so the
+table a person reads and the status an orchestrator sees can never disagree.
+No Beam, no HTTP.
+"""
+import collections
+
+from pipeline import delivery
+
+GOOD_MONTH_STATUSES = {"delivered", "dry_run", "valid", "verified"}
+
+
+def gate_reason(stats, summaries, config):
+    """Why nothing at all may be posted, or None: checked after the whole input is validated."""
+    rows_read, rejected, file_errors = stats
+    if file_errors:
+        return (f"{file_errors} input file(s) could not be read to the end, so their rows are "
+                "incomplete; nothing was posted")
+    if rejected > config.max_rejected_rows:
+        return (f"{rejected} rows were rejected, more than --max_rejected_rows {config.max_rejected_rows}; "
+                "nothing was posted. Fix the rows in the dead-letter files and run again")
+    refused = [s for s in summaries if s.refused]
+    if refused and config.operation != "sum":
+        first = refused[0]
+        return (f"{config.operation}: {first.connection_id} {first.month} was refused ({first.refused}); "
+                "nothing was posted")
+    return None
+
+
+def _month_status(entry, gate):
+    if entry["refused"]:
+        return "refused"
+    counts = entry["counts"]
+    if entry.get("verify") and entry["verify"]["status"] != "match":
+        return "verify_failed"
+    if counts.get(delivery.FAILED):
+        return "failed"
+    if counts.get(delivery.INVALID):
+        return "invalid"
+    if counts.get(delivery.NOT_SENT) or gate:
+        return "not_sent"
+    for status in (delivery.DRY_RUN, delivery.VALID):
+        if counts.get(status):
+            return status
+    if entry.get("verify"):
+        return "verified"
+    return "delivered"
+
+
+def build(config, stats, summaries, results, dead_letter_files=(), file_errors=(), verifications=()):
+    """The report as a JSON-able dict; `ok` says whether the run did everything it should."""
+    rows_read, rows_rejected, file_error_count = stats
+    gate = gate_reason(stats, summaries, config)
+    streams = collections.defaultdict(dict)
+    for summary in sorted(summaries, key=lambda s: (s.connection_id, s.month)):
+        streams[summary.connection_id][summary.month] = {
+            "rows": summary.row_count, "bodies": 0, "bytes": 0, "cost": summary.cost_total,
+            "refused": summary.refused, "counts": collections.Counter(), "messages": [], "drop_ids": [],
+        }
+    for result in sorted(results, key=lambda r: (r.connection_id, r.month, r.seq)):
+        entry = streams[result.connection_id][result.month]
+        entry["bodies"] += 1
+        entry["bytes"] += result.bytes
+        entry["counts"][result.status] += 1
+        if result.drop_id:
+            entry["drop_ids"].append(result.drop_id)
+        if result.message and result.message not in entry["messages"] and result.status != delivery.ALREADY_DELIVERED:
+            entry["messages"].append(result.message)
+    for check in verifications:
+        streams[check["connection_id"]].setdefault(check["month"], {
+            "rows": 0, "bodies": 0, "bytes": 0, "cost": "0", "refused": None,
+            "counts": collections.Counter(), "messages": [], "drop_ids": []})["verify"] = check
+
+    for months in streams.values():
+        for entry in months.values():
+            entry["status"] = _month_status(entry, gate)
+            if entry["refused"]:
+                entry["messages"].insert(0, entry["refused"])
+            entry["counts"] = dict(entry["counts"])
+            del entry["refused"]
+
+    delivered = [r for r in results if r.status == delivery.DELIVERED]
+    report = {
+        "mode": config.mode,
+        "operation": config.operation,
+        "rows_read": rows_read,
+        "rows_rejected": rows_rejected,
+        "max_rejected_rows": config.max_rejected_rows,
+        "file_errors": list(file_errors),
+        "dead_letter_files": sorted(dead_letter_files),
+        "blocked": gate,
+        "bodies_planned": len(results),
+        "bodies_sent": len(delivered),
+        "bytes_sent": sum(r.bytes for r in delivered),
+        "bodies_already_delivered": sum(r.status == delivery.ALREADY_DELIVERED for r in results),
+        "bodies_failed": sum(r.status == delivery.FAILED for r in results),
+        "bodies_not_sent": sum(r.status == delivery.NOT_SENT for r in results),
+        "streams": {conn: dict(sorted(months.items())) for conn, months in sorted(streams.items())},
+    }
+    month_ok = all(entry["status"] in GOOD_MONTH_STATUSES
+                   for months in streams.values() for entry in months.values())
+    report["ok"] = gate is None and not file_error_count and month_ok
+    return report
+
+
+def exit_code(report):
+    return 0 if report["ok"] else 1
+
+
+def render(report):
+    """The report as a table a person reads at the end of the run."""
+    lines = [f"CloudZero AnyCost Stream: {report['mode']}, operation {report['operation']}"]
+    header = ("stream", "month", "rows", "bodies", "bytes", "cost", "result")
+    table = [header]
+    for conn, months in report["streams"].items():
+        for month, entry in months.items():
+            result = entry["status"]
+            if entry.get("verify"):
+                check = entry["verify"]
+                result += (f" (CloudZero holds {check['actual_rows']} rows, cost {check['actual_cost']}; "
+                           f"expected {check['expected_rows']}, {check['expected_cost']})")
+            if entry["messages"] and entry["status"] not in GOOD_MONTH_STATUSES:
+                result += ": " + entry["messages"][0]
+            table.append((conn, month, f"{entry['rows']:,}", f"{entry['bodies']:,}",
+                          f"{entry['bytes']:,}", entry["cost"], result))
+    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+    for row in table:
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+    lines.append(f"rows read {report['rows_read']:,} | rows rejected {report['rows_rejected']:,} | "
+                 f"bodies sent {report['bodies_sent']:,} | bytes sent {report['bytes_sent']:,}"
+                 + (f" | already delivered {report['bodies_already_delivered']:,}"
+                    if report["bodies_already_delivered"] else ""))
+    for message in report["file_errors"]:
+        lines.append(f"file error: {message}")
+    if report["rows_rejected"]:
+        files = ", ".join(report["dead_letter_files"]) or "(no dead-letter files were written)"
+        lines.append(f"rejected rows are in: {files}")
+    if report["blocked"]:
+        lines.append(f"NOTHING POSTED: {report['blocked']}")
+    lines.append("result: OK" if report["ok"] else "result: FAILED (see the lines above)")
+    return "\n".join(lines)

@@ -1,0 +1,25 @@
+"""Packaging for the CloudZero AnyCost Stream connector.
+
+Dataflow workers install this (`--setup_file ./setup.py`), so `pipeline` and `transforms`
+travel with the job. `pip install .[gcp]` adds Google Secret Manager for `--api_key_secret`.
+"""
+import setuptools
+
+setuptools.setup(
+    name="cloudzero-anycost-beam",
+    version="0.1.0",
+    description="Apache Beam pipeline that uploads Common Bill Format files to CloudZero AnyCost Stream",
+    packages=["pipeline", "transforms"],
+    python_requires=">=3.9",
+    install_requires=[
+        "apache-beam>=2.60",
+        "pyarrow>=14",
+        "requests>=2.31",
+        "numpy>=1.24",
+    ],
+    extras_require={
+        "gcp": ["apache-beam[gcp]>=2.60", "google-cloud-secret-manager>=2.16"],
+        "test": ["pytest>=7", "hypothesis>=6", "orjson>=3.9"],
+    },
+    entry_points={"console_scripts": ["cloudzero-anycost=pipeline.main:main"]},
+)

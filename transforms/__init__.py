@@ -1,0 +1,1 @@
+"""Beam transforms of the CloudZero AnyCost connector: thin wrappers over `pipeline`'s pure logic."""

@@ -1,0 +1,139 @@
+"""WriteBillingDrops: the sink, keyed by connection id alone.
+
+Each connection's bodies go out strictly one request at a time, months ascending. Different
+connections overlap through a bounded thread pool (`--max_concurrent_streams`), so even the
+single-process DirectRunner sends streams in parallel without relying on the runner.
+The API key is read in `setup()` on the worker and lives only in memory there.
+"""
+import collections
+import concurrent.futures
+import logging
+import threading
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+from pipeline import api_key, config as run_config, delivery, packing
+from pipeline.anycost_client import AnyCostClient
+from pipeline.retry import RetryPolicy
+from pipeline.run_state import RunState
+
+LOG = logging.getLogger("cloudzero.sink")
+
+
+class _Tally(delivery.Observer):
+    """Counts from the sending threads, applied to Beam metrics on the bundle's thread
+    (Beam's metric container is thread-local)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.counts = collections.Counter()
+        self.latencies_ms = []
+
+    def attempt(self, outcome, seconds):
+        kind = f"http_{outcome.status // 100}xx" if outcome.status else f"http_{outcome.error}"
+        with self._lock:
+            self.counts[kind] += 1
+            self.latencies_ms.append(int(seconds * 1000))
+
+    def retry(self, body, decision):
+        with self._lock:
+            self.counts["retries"] += 1
+
+
+def write_dry_run_body(output_dir, body):
+    path = FileSystems.join(output_dir, body.connection_id, body.month, f"{body.seq:05d}.json")
+    with FileSystems.create(path) as handle:
+        handle.write(body.body)
+    return path
+
+
+class SendConnections(beam.DoFn):
+    """(connection_id, [PlannedBody and StreamMonthPlan summaries]) -> BodyResult per body."""
+
+    def __init__(self, config: run_config.RunConfig):
+        self._config = config
+
+    def setup(self):
+        self._key, self._key_error = None, None
+        if self._config.needs_api_key:
+            try:
+                self._key = api_key.load(self._config.api_key_env, self._config.api_key_secret)
+            except api_key.ApiKeyError as err:
+                self._key_error = str(err)
+        self._pool = concurrent.futures.ThreadPoolExecutor(self._config.max_concurrent_streams,
+                                                           thread_name_prefix="anycost-stream")
+        self._state = RunState(self._config.state_path) if self._config.state_path else None
+
+    def start_bundle(self):
+        self._pending = []
+        self._tally = _Tally()
+
+    def process(self, element, gate=None):
+        connection_id, items = element
+        bodies = [item for item in items if isinstance(item, packing.PlannedBody)]
+        self._pending.append(self._pool.submit(self._send_connection, bodies, gate))
+
+    def finish_bundle(self):
+        results = []
+        for future in self._pending:
+            results.extend(future.result())
+        self._pending = []
+        for name, count in self._tally.counts.items():
+            Metrics.counter("cloudzero", name).inc(count)
+        latency = Metrics.distribution("cloudzero", "request_latency_ms")
+        for value in self._tally.latencies_ms:
+            latency.update(value)
+        sent = [r for r in results if r.status == delivery.DELIVERED]
+        Metrics.counter("cloudzero", "bodies_sent").inc(len(sent))
+        Metrics.counter("cloudzero", "bytes_sent").inc(sum(r.bytes for r in sent))
+        for result in results:
+            yield WindowedValue(result, MIN_TIMESTAMP, [GlobalWindow()])
+
+    def teardown(self):
+        self._pool.shutdown(wait=True)
+
+    def _send_connection(self, bodies, gate):
+        config = self._config
+        bodies = sorted(bodies, key=lambda b: (b.month, b.seq))
+        if gate:
+            return [delivery.result_for(b, delivery.NOT_SENT, message=gate) for b in bodies]
+        if config.mode == run_config.DRY_RUN:
+            return [delivery.result_for(b, delivery.DRY_RUN, message=write_dry_run_body(config.output_dir, b))
+                    for b in bodies]
+        if self._key_error:
+            return [delivery.result_for(b, delivery.FAILED, message=self._key_error) for b in bodies]
+        client = AnyCostClient(config.api_url, self._key, config.connect_timeout, config.read_timeout,
+                               config.test_namespace)
+        try:
+            sender = delivery.ConnectionSender(
+                client, RetryPolicy(config.max_attempts, config.max_retry_seconds),
+                state=self._state, observer=self._tally)
+            if config.mode == run_config.VALIDATE_ONLY:
+                return sender.validate(bodies)
+            return sender.send(bodies)
+        finally:
+            client.close()
+
+
+class WriteBillingDrops(beam.PTransform):
+    """Example: `results = keyed_bodies | WriteBillingDrops(config, gate)`.
+
+    `keyed_bodies` holds (connection_id, PlannedBody or summary); `gate` is a singleton
+    side input: None to send, or the reason nothing may be posted.
+    """
+
+    def __init__(self, config, gate):
+        super().__init__()
+        self._config = config
+        self._gate = gate
+
+    def expand(self, keyed):
+        return (keyed
+                | "GroupByConnection" >> beam.GroupByKey()
+                | "Send" >> beam.ParDo(SendConnections(self._config),
+                                       gate=beam.pvalue.AsSingleton(self._gate)))
