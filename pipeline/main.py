@@ -185,7 +185,7 @@ def run(argv=None):
 
 def main(argv=None):
     logging.basicConfig(level=os.environ.get("CLOUDZERO_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     try:
         return run(argv)
