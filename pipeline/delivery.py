@@ -73,10 +73,12 @@ class ConnectionSender:
         done = self._state.delivered_keys(bodies[0].connection_id) if self._state else set()
         results, failure = [], None
         for body in bodies:
-            if failure:
-                results.append(result_for(body, NOT_SENT, message=f"not sent: {failure} failed earlier"))
-            elif body.idempotency_key in done:
+            # A body an earlier run delivered is reported as such even after a failure:
+            # it is in CloudZero, and skipping it sends nothing out of order.
+            if body.idempotency_key in done:
                 results.append(result_for(body, ALREADY_DELIVERED, message="recorded in --state_path"))
+            elif failure:
+                results.append(result_for(body, NOT_SENT, message=f"not sent: {failure} failed earlier"))
             else:
                 result = self._deliver(body)
                 results.append(result)
@@ -98,6 +100,22 @@ class ConnectionSender:
             results.append(result_for(body, VALID if valid else INVALID, attempts=attempts, message=errors))
             LOG.info("%s: %s %s", body.describe(), "valid" if valid else "INVALID", errors)
         return results
+
+    def verify(self, summaries):
+        """Read each month back and compare it with the input (see `pipeline.verify`)."""
+        from pipeline import verify  # pylint: disable=import-outside-toplevel
+        records = []
+        for summary in sorted(summaries, key=lambda s: s.month):
+            if summary.refused:
+                continue
+            outcome, _ = self._with_retries(
+                summary.connection_id + " " + summary.month,
+                lambda: self._client.read_month(summary.connection_id, summary.month))
+            record = verify.check(summary, outcome, self._last_reason)
+            LOG.info("verify %s %s: %s %s", summary.connection_id, summary.month, record["status"],
+                     record["message"])
+            records.append(record)
+        return records
 
     def _deliver(self, body):
         outcome, attempts = self._with_retries(
@@ -126,6 +144,7 @@ class ConnectionSender:
             if not decision.retry:
                 return outcome, attempt
             self._observer.retry(body, decision)
+            what = body if isinstance(body, str) else body.describe()
             LOG.warning("%s: attempt %d: %s; retrying in %.2f s with the same idempotency key",
-                        body.describe(), attempt, decision.reason, decision.delay)
+                        what, attempt, decision.reason, decision.delay)
             self._sleep(decision.delay)

@@ -20,15 +20,18 @@ from transforms.sink import WriteBillingDrops
 LOG = logging.getLogger("cloudzero")
 
 
-def write_report(_, config, report_target, stats, summaries, results, dead_letters, file_errors):
-    report = run_report.build(config, stats, summaries, results, dead_letters, file_errors)
+def write_report(_, config, report_target, log_report, stats, summaries, results, dead_letters, file_errors):
+    bodies = [r for r in results if not isinstance(r, dict)]
+    verifications = [r for r in results if isinstance(r, dict)]
+    report = run_report.build(config, stats, summaries, bodies, dead_letters, file_errors, verifications)
     with FileSystems.create(report_target) as handle:
         handle.write(json.dumps(report, indent=2, sort_keys=False).encode())
-    LOG.info("%s", run_report.render(report))
+    if log_report:  # on Dataflow, the workers' log is where the summary shows up
+        LOG.info("%s", run_report.render(report))
     return report_target
 
 
-def build(p, config, splits, dead_letter_prefix, report_target):
+def build(p, config, splits, dead_letter_prefix, report_target, log_report=True):
     """Add the whole connector to pipeline `p`; returns the report path's PCollection."""
     read = p | "ReadCbf" >> ReadCbf(splits, config.normalise_settings())
 
@@ -47,7 +50,7 @@ def build(p, config, splits, dead_letter_prefix, report_target):
 
     return (p
             | "ReportSeed" >> beam.Create([None])
-            | "Report" >> beam.Map(write_report, config, report_target,
+            | "Report" >> beam.Map(write_report, config, report_target, log_report,
                                    beam.pvalue.AsSingleton(stats), beam.pvalue.AsList(summaries),
                                    beam.pvalue.AsList(results), beam.pvalue.AsList(dead_letters),
                                    beam.pvalue.AsList(read[FILE_ERRORS])))

@@ -171,7 +171,7 @@ def run(argv=None):
              len(splits), len(config.inputs), report_target, dead_letter)
 
     p = beam.Pipeline(runner=_runner(runner_name), options=options)
-    graph.build(p, config, splits, dead_letter, report_target)
+    graph.build(p, config, splits, dead_letter, report_target, log_report=not (local and wait))
     result = p.run()
     if not wait:
         LOG.info("job submitted; the report will be written to %s", report_target)

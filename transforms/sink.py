@@ -53,7 +53,8 @@ def write_dry_run_body(output_dir, body):
 
 
 class SendConnections(beam.DoFn):
-    """(connection_id, [PlannedBody and StreamMonthPlan summaries]) -> BodyResult per body."""
+    """(connection_id, [PlannedBody and StreamMonthPlan summaries]) -> a BodyResult per body,
+    and a verification record (dict) per month when verifying."""
 
     def __init__(self, config: run_config.RunConfig):
         self._config = config
@@ -75,8 +76,10 @@ class SendConnections(beam.DoFn):
 
     def process(self, element, gate=None):
         connection_id, items = element
-        bodies = [item for item in items if isinstance(item, packing.PlannedBody)]
-        self._pending.append(self._pool.submit(self._send_connection, bodies, gate))
+        bodies, summaries = [], []
+        for item in items:
+            (bodies if isinstance(item, packing.PlannedBody) else summaries).append(item)
+        self._pending.append(self._pool.submit(self._send_connection, bodies, summaries, gate))
 
     def finish_bundle(self):
         results = []
@@ -88,7 +91,7 @@ class SendConnections(beam.DoFn):
         latency = Metrics.distribution("cloudzero", "request_latency_ms")
         for value in self._tally.latencies_ms:
             latency.update(value)
-        sent = [r for r in results if r.status == delivery.DELIVERED]
+        sent = [r for r in results if isinstance(r, delivery.BodyResult) and r.status == delivery.DELIVERED]
         Metrics.counter("cloudzero", "bodies_sent").inc(len(sent))
         Metrics.counter("cloudzero", "bytes_sent").inc(sum(r.bytes for r in sent))
         for result in results:
@@ -97,7 +100,8 @@ class SendConnections(beam.DoFn):
     def teardown(self):
         self._pool.shutdown(wait=True)
 
-    def _send_connection(self, bodies, gate):
+    def _send_connection(self, bodies, summaries, gate):
+        """Everything for one connection, on one pool thread: strictly one request at a time."""
         config = self._config
         bodies = sorted(bodies, key=lambda b: (b.month, b.seq))
         if gate:
@@ -115,7 +119,10 @@ class SendConnections(beam.DoFn):
                 state=self._state, observer=self._tally)
             if config.mode == run_config.VALIDATE_ONLY:
                 return sender.validate(bodies)
-            return sender.send(bodies)
+            results = [] if config.mode == run_config.VERIFY_ONLY else sender.send(bodies)
+            if config.verify or config.mode == run_config.VERIFY_ONLY:
+                results += sender.verify(summaries)
+            return results
         finally:
             client.close()
 
