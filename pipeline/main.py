@@ -41,6 +41,16 @@ def _positive_int(text):
     return value
 
 
+def _flag(text):
+    """A switch that also takes `=true`/`=false`, as Flex Template launchers pass them."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
 def build_parser():
     parser = _Parser(prog="python -m pipeline", description=(
         "Upload Common Bill Format files (CSV, CSV.gz, Parquet) to CloudZero AnyCost Stream. "
@@ -61,12 +71,12 @@ def build_parser():
     add("--max_body_bytes", type=int, default=cbf.MAX_BODY_BYTES)
     add("--dead_letter_path", help="prefix of the JSON Lines files for rejected rows")
     add("--max_rejected_rows", type=_positive_int, default=0)
-    add("--dry_run", action="store_true", help="write bodies to --output_dir instead of posting")
+    add("--dry_run", type=_flag, nargs="?", const=True, default=False, help="write bodies to --output_dir instead of posting")
     add("--output_dir")
     add("--report_path", help="where to write the JSON run report")
-    add("--validate_only", action="store_true", help="send bodies to the validate endpoint only")
-    add("--verify", action="store_true", help="read each touched month back after the upload")
-    add("--verify_only", action="store_true", help="read the months back without uploading")
+    add("--validate_only", type=_flag, nargs="?", const=True, default=False, help="send bodies to the validate endpoint only")
+    add("--verify", type=_flag, nargs="?", const=True, default=False, help="read each touched month back after the upload")
+    add("--verify_only", type=_flag, nargs="?", const=True, default=False, help="read the months back without uploading")
     add("--test_namespace", metavar="KEY", help="send cloudzero-test-key: KEY on every request")
     add("--state_path", help="record delivered bodies here (local or gs://) so a rerun resumes")
     add("--max_attempts", type=int, default=8)

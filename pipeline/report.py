@@ -132,6 +132,8 @@ def render(report):
                  f"bodies sent {report['bodies_sent']:,} | bytes sent {report['bytes_sent']:,}"
                  + (f" | already delivered {report['bodies_already_delivered']:,}"
                     if report["bodies_already_delivered"] else ""))
+    if report["rows_read"] == 0 and not report["file_errors"]:
+        lines.append("the input holds no rows; nothing was sent")
     for message in report["file_errors"]:
         lines.append(f"file error: {message}")
     if report["rows_rejected"]:
