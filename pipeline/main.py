@@ -170,6 +170,8 @@ def run(argv=None):
 
     config, beam_args, wait = parse(sys.argv[1:] if argv is None else argv)
     options, runner_name = _pipeline_options(beam_args)
+    if runner_name is None and os.environ.get("FLEX_TEMPLATE_PYTHON_PY_FILE"):
+        runner_name = "DataflowRunner"  # launched as a Flex Template: never the local runner
     local = runner_name in LOCAL_RUNNERS
     if wait is None:
         wait = not os.environ.get("FLEX_TEMPLATE_PYTHON_PY_FILE")
@@ -197,6 +199,8 @@ def main(argv=None):
     logging.basicConfig(level=os.environ.get("CLOUDZERO_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    # Airflow's Beam operator finds the Dataflow job by this logger's "Created job with id" line.
+    logging.getLogger("apache_beam.runners.dataflow.internal.apiclient").setLevel(logging.INFO)
     try:
         return run(argv)
     except UsageError as err:

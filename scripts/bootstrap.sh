@@ -7,7 +7,7 @@ python=${PYTHON:-python3}
 [[ -x .venv/bin/python ]] || "$python" -m venv .venv
 marker=.venv/.installed-setup-py
 if [[ ! -f "$marker" ]] || ! cmp -s setup.py "$marker"; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet --upgrade pip setuptools wheel
   .venv/bin/python -m pip install --quiet -e ".[test]"
   cp setup.py "$marker"
 fi
