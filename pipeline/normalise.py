@@ -212,7 +212,10 @@ def _render_timestamps(name, column, problems):
 
 
 def _render_numbers(name, column, problems):
-    plain = _mask(pc.match_substring_regex(column, _FAST_NUMBER))
+    # Plain and not too wide; anything else (exponents, `+`, spaces, 500-digit text) goes
+    # through values.render_number, which renders or rejects it.
+    plain = _mask(pc.and_(pc.match_substring_regex(column, _FAST_NUMBER),
+                          pc.less_equal(pc.utf8_length(column), values.MAX_NUMBER_CHARS)))
     needs_slow = ~plain & _mask(pc.is_valid(column))
     return _render_slow(name, column, needs_slow, values.render_number, problems)
 
@@ -253,9 +256,15 @@ def _json_rows(named_columns, problems):
     for name, column in named_columns:
         control = _mask(pc.match_substring_regex(column, _CONTROL_CHARS))
         problems.add(control, f"{name} contains a control character")
-        prefix = pa.scalar('"%s":"' % name, _STRING)
+        prefix = pa.scalar(',"%s":"' % name, _STRING)
         fragments.append(pc.binary_join_element_wise(prefix, _json_escape(column), '"', ""))
-    body = pc.binary_join_element_wise(*fragments, ",", null_handling="skip")
+    if not fragments:  # no CBF column at all: every row is `{}` (and rejected as incomplete)
+        return pa.array(["{},"] * problems.any.shape[0], _STRING)
+    # Each present value brings its own leading comma; the first one is cut off below.
+    # (Not null_handling="skip": Arrow 25 drops a row whose values are all null from the
+    # output, which shortens the array and misaligns every later row.)
+    joined = pc.binary_join_element_wise(*fragments, "", null_handling="replace", null_replacement="")
+    body = pc.utf8_slice_codeunits(joined, 1)
     return pc.binary_join_element_wise("{", body, "},", "")
 
 

@@ -9,6 +9,7 @@ import csv
 import dataclasses
 import gzip
 import io
+import re
 import zlib
 from typing import Iterator, List
 
@@ -119,13 +120,25 @@ def _open_text_stream(fileobj, fmt):
 
 def _parquet_batches(fileobj, path, row_groups):
     parquet = pq.ParquetFile(fileobj)
+    sizes = [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)]
     groups = list(range(parquet.num_row_groups)) if row_groups is None else list(row_groups)
-    first_row = 1 + sum(parquet.metadata.row_group(g).num_rows for g in range(groups[0])) if groups else 1
+    if not groups:
+        return
+    # Batches may span row groups, and the groups asked for need not be contiguous: number
+    # every selected row by its group's first row in the file, in the order they are read.
+    starts = 1 + np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+    numbers = np.concatenate([np.arange(starts[g], starts[g] + sizes[g], dtype=np.int64) for g in groups])
+    position = 0
     for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=groups, use_threads=False):
-        columns = [typed_text.column_to_text(column) for column in batch.columns]
+        try:
+            columns = [typed_text.column_to_text(column) for column in batch.columns]
+        except typed_text.UnsupportedColumnType:
+            problems = [f"column {field.name!r} {typed_text.type_problem(field.type)}"
+                        for field in batch.schema if typed_text.type_problem(field.type)]
+            raise InputFileError(f"{path}: {'; '.join(problems)}") from None
         text = pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
-        yield TextBatch(text, np.arange(first_row, first_row + batch.num_rows), [])
-        first_row += batch.num_rows
+        yield TextBatch(text, numbers[position:position + batch.num_rows], [])
+        position += batch.num_rows
 
 
 class _CsvRowNumbers:
@@ -173,6 +186,11 @@ def _csv_batches(stream, path):
             column_types={name: pa.binary() for name in names}, strings_can_be_null=False),
     )
     for batch in reader:
+        if batch.schema.names != names or any(t != pa.binary() for t in batch.schema.types):
+            # The header was read differently from how it was peeked (a quoted line break in
+            # a column name, say): the columns would not all be text, so refuse the file.
+            raise InputFileError(f"{path}: the header could not be read consistently "
+                                 f"(Arrow found columns {batch.schema.names[:20]})")
         row_numbers = numbers.assign(batch.num_rows)
         text, keep, utf8_rejects = _decode_utf8(batch, path, row_numbers)
         rejects, parser_rejects[:] = parser_rejects + utf8_rejects, []
@@ -191,11 +209,13 @@ def _peek_csv_header(stream, path):
     rest = io.BufferedReader(_Prepend(data, stream), CSV_BLOCK_BYTES)
     if not data.strip():
         return [], rest
-    line = data.split(b"\n", 1)[0].rstrip(b"\r")
+    line = re.split(rb"\r\n|\r|\n", data, maxsplit=1)[0]  # Arrow also ends a line at a lone CR
     try:
         names = next(csv.reader([line.decode("utf-8")]))
     except UnicodeDecodeError as err:
         raise InputFileError(f"{path}: the header is not valid UTF-8 (byte {err.start})") from None
+    except csv.Error as err:
+        raise InputFileError(f"{path}: the header cannot be read as CSV: {err}") from None
     return names, rest
 
 
@@ -232,10 +252,14 @@ def _decode_utf8(batch, path, row_numbers):
 
 
 class _Prepend(io.RawIOBase):
-    """A stream that first returns `head`, then the rest of `stream` (for peeking)."""
+    """A stream that first returns `head`, then the rest of `stream` (for peeking).
+
+    It ends with a line break even when the file does not: Arrow refuses a header-only file
+    without one ("Empty CSV file or block"), and a final line break changes nothing else."""
 
     def __init__(self, head, stream):
         self._head, self._stream = head, stream
+        self._last = b"\n"  # nothing read yet: an empty file stays empty
 
     def readable(self):
         return True
@@ -244,8 +268,13 @@ class _Prepend(io.RawIOBase):
         if self._head:
             size = min(len(buffer), len(self._head))
             buffer[:size] = self._head[:size]
+            self._last = self._head[size - 1:size]
             self._head = self._head[size:]
             return size
         data = self._stream.read(len(buffer))
+        if not data and self._last not in (b"\n", b"\r") and len(buffer):
+            data = b"\n"
+        if data:
+            self._last = data[-1:]
         buffer[:len(data)] = data
         return len(data)

@@ -6,6 +6,7 @@ reuses the body's idempotency key on every attempt, so a retry of a request that
 already have been applied is never counted twice. No Beam, no HTTP library.
 """
 import dataclasses
+import datetime as dt
 import email.utils
 import random
 import time
@@ -82,6 +83,8 @@ def parse_retry_after(value, now):
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # `-0000`: a time in UTC from an unknown zone, never local time
+        when = when.replace(tzinfo=dt.timezone.utc)
     return max(0.0, when.timestamp() - now)
 
 

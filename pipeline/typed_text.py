@@ -48,7 +48,10 @@ def column_to_text(column):
         return pc.binary_join_element_wise(pc.strftime(column, format="%Y-%m-%d"), "T00:00:00Z", "")
     text = pc.cast(column, _STRING)
     if pa.types.is_floating(arrow_type):
-        return _fix_slow(text, column, r"[eEna]", values.render_float)
+        # Arrow's text is already the shortest round trip for the column's own width
+        # (float32 1e22 is `1e+22`, not float64's 9.999999778196308e+21), so only its
+        # exponent needs rewriting; `nan` and `inf` stay as they are and validation rejects them.
+        return _fix_slow(text, text, r"[eEna]|^-0$", values.render_number)
     if pa.types.is_decimal(arrow_type):
         return _fix_slow(text, text, r"E", values.render_number)
     return text
