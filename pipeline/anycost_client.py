@@ -46,7 +46,8 @@ class AnyCostClient:
         self._timeout = (connect_timeout, read_timeout)
         self._session = requests.Session()
         self._session.trust_env = False  # no proxy or netrc surprises; verification stays on
-        self._session.headers.update({"Authorization": api_key.reveal(), "Content-Type": "application/json"})
+        self._secret = api_key.reveal()
+        self._session.headers.update({"Authorization": self._secret, "Content-Type": "application/json"})
         if test_key:
             self._session.headers["cloudzero-test-key"] = test_key
 
@@ -70,12 +71,17 @@ class AnyCostClient:
             response = self._session.request(method, self._base + path, data=body, headers=headers,
                                              timeout=self._timeout, verify=True, allow_redirects=False)
         except requests.Timeout as err:
-            return Outcome(error="timeout", message=_error_text(err))
+            return Outcome(error="timeout", message=self._redact(_error_text(err)))
         except requests.ConnectionError as err:
-            return Outcome(error="connection", message=_error_text(err))
+            return Outcome(error="connection", message=self._redact(_error_text(err)))
         payload = _json_or_none(response)
+        message = "" if response.ok else self._redact(_server_message(payload, response))
         return Outcome(status=response.status_code, retry_after=response.headers.get("Retry-After"),
-                       message="" if response.ok else _server_message(payload, response), payload=payload)
+                       message=message, payload=payload)
+
+    def _redact(self, text):
+        """A server that echoed the key back must not put it into our logs and report."""
+        return text.replace(self._secret, "<api key>") if self._secret else text
 
 
 def _connection_path(connection_id):

@@ -5,6 +5,7 @@ unknown columns before the pipeline starts. `read_batches` streams the rows. Bot
 open binary file object, so the caller decides where files live (local, `gs://`).
 No Beam, no HTTP.
 """
+import codecs
 import csv
 import dataclasses
 import gzip
@@ -175,7 +176,7 @@ def _csv_batches(stream, path):
         numbers.skipped.append(row.number)
         reason = (f"the row has {row.actual_columns} fields where the header has "
                   f"{row.expected_columns}")
-        parser_rejects.append(reject_record(path, row.number - 1, reason, {"text": row.text}))
+        parser_rejects.append(reject_record(path, row.number - 1, reason, {"text": unmark(row.text)}))
         return "skip"
 
     reader = pacsv.open_csv(
@@ -183,16 +184,16 @@ def _csv_batches(stream, path):
         read_options=pacsv.ReadOptions(use_threads=False, block_size=CSV_BLOCK_BYTES),
         parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid_row),
         convert_options=pacsv.ConvertOptions(
-            column_types={name: pa.binary() for name in names}, strings_can_be_null=False),
+            column_types={name: pa.string() for name in names}, strings_can_be_null=False),
     )
     for batch in reader:
-        if batch.schema.names != names or any(t != pa.binary() for t in batch.schema.types):
+        if batch.schema.names != names or any(t != pa.string() for t in batch.schema.types):
             # The header was read differently from how it was peeked (a quoted line break in
             # a column name, say): the columns would not all be text, so refuse the file.
             raise InputFileError(f"{path}: the header could not be read consistently "
                                  f"(Arrow found columns {batch.schema.names[:20]})")
         row_numbers = numbers.assign(batch.num_rows)
-        text, keep, utf8_rejects = _decode_utf8(batch, path, row_numbers)
+        text, keep, utf8_rejects = _reject_invalid_utf8(batch, path, row_numbers)
         rejects, parser_rejects[:] = parser_rejects + utf8_rejects, []
         yield TextBatch(text, row_numbers[keep], rejects)
     if parser_rejects:
@@ -202,11 +203,11 @@ def _csv_batches(stream, path):
 
 def _peek_csv_header(stream, path):
     """The header's fields (quoted names allowed, BOM removed) and a stream that still
-    starts at the header, so that Arrow can read every column as bytes, never inferred."""
+    starts at the header, so that Arrow can read every column as text, never inferred."""
     data = stream.read(1 << 20)
     if data.startswith(_BOM):
         data = data[len(_BOM):]
-    rest = io.BufferedReader(_Prepend(data, stream), CSV_BLOCK_BYTES)
+    rest = io.BufferedReader(_CheckedText(data, stream), CSV_BLOCK_BYTES)
     if not data.strip():
         return [], rest
     line = re.split(rb"\r\n|\r|\n", data, maxsplit=1)[0]  # Arrow also ends a line at a lone CR
@@ -219,62 +220,86 @@ def _peek_csv_header(stream, path):
     return names, rest
 
 
-def _decode_utf8(batch, path, row_numbers):
-    """Binary columns as UTF-8 text; rows with invalid bytes become rejects, not a crash.
+def _reject_invalid_utf8(batch, path, row_numbers):
+    """Rows holding bytes that were not UTF-8 become rejects naming the column.
 
     Returns the good rows, the mask of rows kept, and the rejects."""
-    columns, bad = [], np.zeros(batch.num_rows, bool)
+    bad = np.zeros(batch.num_rows, bool)
     reasons = {}
     for name, column in zip(batch.schema.names, batch.columns):
-        try:
-            columns.append(column.cast(pa.string()))
-            continue
-        except pa.ArrowInvalid:
-            pass
-        decoded = []
-        for position, raw in enumerate(column.to_pylist()):
-            try:
-                decoded.append(raw.decode("utf-8"))
-            except UnicodeDecodeError as err:
-                decoded.append(None)
-                bad[position] = True
-                reasons.setdefault(position, []).append(f"{name} is not valid UTF-8 (byte {err.start})")
-        columns.append(pa.array(decoded, pa.string()))
-    text = pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+        marked = pc.fill_null(pc.match_substring_regex(column, _MARKED), False).to_numpy(zero_copy_only=False)
+        for position in np.flatnonzero(marked):
+            bad[position] = True
+            reasons.setdefault(position, []).append(f"{name} is not valid UTF-8")
     if not bad.any():
-        return text, ~bad, []
+        return batch, ~bad, []
     rejects = []
     for position in np.flatnonzero(bad):
-        original = {name: batch.column(i)[position].as_py().decode("utf-8", "backslashreplace")
-                    for i, name in enumerate(batch.schema.names) if batch.column(i)[position].as_py()}
+        original = {name: unmark(value) for name, value in batch.slice(position, 1).to_pylist()[0].items() if value}
         rejects.append(reject_record(path, int(row_numbers[position]), "; ".join(reasons[position]), original))
-    return text.filter(pa.array(~bad)), ~bad, rejects
+    return batch.filter(pa.array(~bad)), ~bad, rejects
 
 
-class _Prepend(io.RawIOBase):
-    """A stream that first returns `head`, then the rest of `stream` (for peeking).
+# A byte that is not part of valid UTF-8 travels as a private-use code point of plane 16
+# (U+10FF80..U+10FFFF, one per byte value), so Arrow always gets valid text and the row can
+# be rejected with its column named, instead of the whole file failing.
+_MARK_BASE = 0x10FF00
+_MARKED = "[\U0010FF80-\U0010FFFF]"
 
-    It ends with a line break even when the file does not: Arrow refuses a header-only file
-    without one ("Empty CSV file or block"), and a final line break changes nothing else."""
+
+def _mark_invalid_bytes(err):
+    return "".join(chr(_MARK_BASE + byte) for byte in err.object[err.start:err.end]), err.end
+
+
+codecs.register_error("cbf-mark-invalid-utf8", _mark_invalid_bytes)
+
+
+def unmark(text):
+    """Marked bytes back as `\\xNN`, for a person to read in the dead letter."""
+    return re.sub(_MARKED, lambda m: "\\x%02x" % (ord(m.group()) - _MARK_BASE), text)
+
+
+class _CheckedText(io.RawIOBase):
+    """The peeked `head`, then the rest of `stream`, as valid UTF-8 with a final line break.
+
+    Valid input passes through as it is (one decoding pass checks it). Invalid bytes are
+    marked (see `_mark_invalid_bytes`). A final line break is added when the file lacks one:
+    Arrow refuses a header-only file without it, and it changes nothing else."""
 
     def __init__(self, head, stream):
-        self._head, self._stream = head, stream
+        self._pending, self._stream = head, stream
+        self._carry = b""  # an incomplete multi-byte sequence at the end of the last chunk
+        self._out = b""
         self._last = b"\n"  # nothing read yet: an empty file stays empty
+        self._eof = False
 
     def readable(self):
         return True
 
+    def _refill(self):
+        raw = self._pending or self._stream.read(CSV_BLOCK_BYTES)
+        self._pending = b""
+        final = not raw
+        data = self._carry + raw
+        try:
+            _, consumed = codecs.utf_8_decode(data, "strict", final)
+            out = data[:consumed]
+        except UnicodeDecodeError:
+            text, consumed = codecs.utf_8_decode(data, "cbf-mark-invalid-utf8", final)
+            out = text.encode("utf-8")
+        self._carry = data[consumed:]
+        if final:
+            self._eof = True
+            if (out[-1:] or self._last) not in (b"\n", b"\r"):
+                out += b"\n"
+        self._out = out
+
     def readinto(self, buffer):
-        if self._head:
-            size = min(len(buffer), len(self._head))
-            buffer[:size] = self._head[:size]
-            self._last = self._head[size - 1:size]
-            self._head = self._head[size:]
-            return size
-        data = self._stream.read(len(buffer))
-        if not data and self._last not in (b"\n", b"\r") and len(buffer):
-            data = b"\n"
-        if data:
-            self._last = data[-1:]
-        buffer[:len(data)] = data
-        return len(data)
+        while not self._out and not self._eof:
+            self._refill()
+        size = min(len(buffer), len(self._out))
+        buffer[:size] = self._out[:size]
+        if size:
+            self._last = self._out[size - 1:size]
+        self._out = self._out[size:]
+        return size

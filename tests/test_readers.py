@@ -358,12 +358,22 @@ CSV_PIECES = st.sampled_from([b",", b'"', b"\n", b"\r\n", b"\xff", b"\xef\xbb\xb
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_ragged_row_with_invalid_utf8_fails_the_file_naming_the_row():
-    # Known limit: pyarrow cannot hand such a row to the invalid-row handler, so the file
-    # fails as a whole, with a message that names the file and the row.
-    data = HEADER + b"2024-08-16T13:00:00Z,1,a\n2024-08-16T13:00:00Z,\xe9,b,extra\n"
-    with pytest.raises(InputFileError, match=r"^r\.csv: .*Row #3"):
-        read_all(data, path="r.csv")
+def test_ragged_row_with_invalid_utf8_is_rejected_alone():
+    # Invalid bytes are marked before Arrow sees them, so the parser can hand the ragged row
+    # to the handler; the file survives and the row is named with its bytes shown as \\xNN.
+    data = HEADER + b"2024-08-16T13:00:00Z,1,a\n2024-08-16T13:00:00Z,\xe9,b,extra\n2024-08-16T13:00:00Z,3,c\n"
+    rows, numbers, rejects = read_all(data, path="r.csv")
+    assert numbers == [1, 3] and [r["lineitem/description"] for r in rows] == ["a", "c"]
+    assert [(r["row"], r["values"]["text"]) for r in rejects] == [(2, "2024-08-16T13:00:00Z,\\xe9,b,extra")]
+
+
+def test_invalid_utf8_split_across_read_chunks_is_still_found(monkeypatch):
+    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 64)
+    body = b"".join(b"2024-08-16T13:00:00Z,%d,r%d\n" % (i, i) for i in range(20))
+    data = HEADER + body + "2024-08-16T13:00:00Z,9,caf\u00e9\n".encode() + b"2024-08-16T13:00:00Z,9,x\xc3\n"
+    rows, numbers, rejects = read_all(data, path="r.csv")
+    assert rows[-1]["lineitem/description"] == "caf\u00e9" and len(rows) == 21
+    assert [(r["row"], r["reason"]) for r in rejects] == [(22, "lineitem/description is not valid UTF-8")]
 
 
 def _survives(data, fmt, path):

@@ -141,3 +141,32 @@ def test_the_sink_cannot_be_pickled_with_the_key(key):
             pickle.dumps(sink)
     finally:
         sink.teardown()
+
+
+def test_a_server_echoing_the_key_is_redacted(key):
+    import http.server
+    import threading
+    from pipeline.anycost_client import AnyCostClient
+    from pipeline.api_key import ApiKey
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's naming)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"message": f"key {self.headers['Authorization']} is not allowed"}).encode()
+            self.send_response(403)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = AnyCostClient(f"http://127.0.0.1:{server.server_address[1]}", ApiKey(TEST_KEY))
+        outcome = client.create_drop("c1", b"{}", "k")
+        client.close()
+    finally:
+        server.shutdown()
+    assert outcome.status == 403 and TEST_KEY not in outcome.message and "<api key>" in outcome.message

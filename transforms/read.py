@@ -37,8 +37,13 @@ class ReadAndNormalise(beam.DoFn):
                         yield beam.pvalue.TaggedOutput(REJECTS, normalise.dumps_reject(record))
                     rows_read += result.rows_in + len(text.rejects)
                     rejected += len(bad)
-        except (readers.InputFileError, OSError) as err:
-            message = str(err) if isinstance(err, readers.InputFileError) else f"{split.path}: {err}"
+        except Exception as err:  # pylint: disable=broad-except
+            # Whatever stops a file part-way, its rows are incomplete: report it and let the
+            # gate hold every POST back, instead of failing the job with a traceback.
+            if isinstance(err, readers.InputFileError):
+                message = str(err)
+            else:
+                message = f"{split.path}: could not be read: {type(err).__name__}: {str(err)[:300]}"
             message += f" (after {rows_read} rows of this split)"
             yield beam.pvalue.TaggedOutput(FILE_ERRORS, message)
             yield beam.pvalue.TaggedOutput(STATS, (0, 0, 1))

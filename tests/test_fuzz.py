@@ -1,0 +1,121 @@
+"""Random bytes and random CSV and Parquet shapes: the reader and validator never crash.
+
+Every failure must be an `InputFileError` (a file-level message) or a rejected row with a
+reason; every row that passes must be valid JSON with string values in the right month.
+"""
+import csv
+import datetime as dt
+import gzip
+import io
+import json
+from decimal import Decimal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline import cbf, normalise, readers
+
+# An exception Arrow swallows inside a callback is a bug here, not a warning.
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+SETTINGS = normalise.Settings(connection_id="fuzz", max_body_bytes=20_000)
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _consume(data, fmt, name="fuzz"):
+    """Read and validate a whole file; returns (good rows, rejects) or the InputFileError."""
+    path = f"{name}.{fmt}"
+    try:
+        info = readers.inspect(io.BytesIO(data), path, fmt)
+        if readers.header_problems(info):
+            return None
+        good, rejects = [], []
+        for index, text in enumerate(readers.read_batches(io.BytesIO(data), path, fmt)):
+            source = normalise.SourceBatch(path, (0, 0, index), text.row_numbers)
+            result = normalise.normalise_batch(text.batch, source, SETTINGS)
+            rejects += text.rejects + result.rejects
+            for (connection, month), chunk in result.chunks:
+                rows = json.loads(b"[" + chunk.rows[:-1] + b"]")
+                assert len(rows) == chunk.row_count
+                for row in rows:
+                    assert all(isinstance(v, str) and v for v in row.values())
+                    assert row[cbf.USAGE_START][:7] == month
+                good += rows
+        for record in rejects:
+            assert record["reason"] and record["file"] == path and isinstance(record["row"], int)
+        return good, rejects
+    except readers.InputFileError as err:
+        assert path in str(err)
+        return err
+
+
+@FAST
+@given(st.binary(max_size=2000), st.sampled_from(["csv", "csv.gz", "parquet"]))
+def test_random_bytes_never_crash(data, fmt):
+    if fmt == "csv.gz" and data[:1] == b"\x00":
+        data = gzip.compress(data)
+    _consume(data, fmt)
+
+
+@FAST
+@given(st.binary(max_size=500))
+def test_random_bytes_after_a_valid_header_never_crash(tail):
+    _consume(b"time/usage_start,cost/cost,resource/id\n" + tail, "csv")
+
+
+_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
+_VALUES = st.one_of(
+    _TEXT,
+    st.sampled_from(["2024-08-01T00:00:00Z", "2024-08-31T23:30:00-01:00", "2024-02-30 00:00:00",
+                     "1.5E+2", "-0", "NaN", "1e999999", "12.50", "", " 3 ", "Usage", "Tax"]),
+)
+
+
+@FAST
+@given(st.lists(st.sampled_from(["time/usage_start", "cost/cost", "resource/id", "usage/amount",
+                                 "lineitem/type", "resource/tag:team", "lineitem/description"]),
+                min_size=1, max_size=6, unique=True),
+       st.lists(st.lists(_VALUES, min_size=0, max_size=8), max_size=30))
+def test_random_csv_shapes_are_read_or_rejected_row_by_row(header, rows):
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    outcome = _consume(buffer.getvalue().encode("utf-8"), "csv")
+    assert not isinstance(outcome, readers.InputFileError)
+    good, rejects = outcome
+    non_blank = [r for r in rows if r and r != [""] * len(r)]
+    assert len(good) + len(rejects) >= len([r for r in non_blank if len(r) == len(header)])
+
+
+_ARROW_COLUMNS = {
+    "string": lambda n, rng: pa.array([str(rng.integers(0, 9)) if rng.random() > 0.2 else None for _ in range(n)]),
+    "int": lambda n, rng: pa.array(rng.integers(-10**12, 10**12, n)),
+    "float": lambda n, rng: pa.array(rng.choice([0.1, 1e22, 1.25e-05, float("nan"), float("inf"), -2.5], n)),
+    "decimal": lambda n, rng: pa.array([Decimal(int(x)).scaleb(-4) for x in rng.integers(-10**9, 10**9, n)],
+                                       pa.decimal128(18, 4)),
+    "timestamp_tz": lambda n, rng: pa.array(rng.integers(1.7e18, 1.8e18, n), pa.timestamp("ns", tz="Asia/Kolkata")),
+    "timestamp": lambda n, rng: pa.array(rng.integers(1.7e15, 1.8e15, n), pa.timestamp("us")),
+    "date": lambda n, rng: pa.array([dt.date(2024, 8, 1 + int(d)) for d in rng.integers(0, 30, n)]),
+    "dictionary": lambda n, rng: pa.array(rng.choice(["Usage", "Tax", "bogus"], n)).dictionary_encode(),
+    "null": lambda n, rng: pa.nulls(n),
+}
+
+
+@FAST
+@given(st.dictionaries(st.sampled_from(["time/usage_start", "cost/cost", "usage/amount", "lineitem/type",
+                                        "resource/id", "time/usage_end"]),
+                       st.sampled_from(sorted(_ARROW_COLUMNS)), min_size=1, max_size=6),
+       st.integers(0, 40), st.integers(0, 2**31))
+def test_random_parquet_shapes_are_read_or_rejected_row_by_row(columns, rows, seed):
+    rng = np.random.default_rng(seed)
+    table = pa.table({name: _ARROW_COLUMNS[kind](rows, rng) for name, kind in columns.items()})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, row_group_size=7)
+    outcome = _consume(buffer.getvalue(), "parquet")
+    assert not isinstance(outcome, readers.InputFileError)
+    good, rejects = outcome
+    assert len(good) + len(rejects) == rows
