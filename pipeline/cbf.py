@@ -104,8 +104,10 @@ def column_problem(name):
 
 
 def canonical_column_order(names):
-    """Standard columns in documentation order, then tag columns sorted by key."""
+    """`time/usage_start` (every good row has it), the other standard columns in
+    documentation order, then tag columns sorted by key."""
     present = set(names)
-    standard = [c for c in STANDARD_COLUMNS if c in present]
+    standard = [c for c in (USAGE_START,) + STANDARD_COLUMNS if c in present]
+    standard = list(dict.fromkeys(standard))
     tags = sorted(n for n in present if is_tag_column(n))
     return standard + tags

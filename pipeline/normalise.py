@@ -21,7 +21,7 @@ from pipeline import cbf, values
 _STRING = pa.string()
 _NULL_STRING = pa.scalar(None, _STRING)
 _CONTROL_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
-_JSON_SPECIALS = r'[\\"\n\r\t]'
+_NEEDS_CARE = r'[\x00-\x1f\\"]'
 _FAST_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"
 _FAST_NUMBER = "^" + values.PLAIN_NUMBER.pattern + "$"
 _CONNECTION_ID = "^" + cbf.CONNECTION_ID_PATTERN.pattern + "$"
@@ -141,6 +141,15 @@ class _Problems:
             self.any |= mask
             self._rules.append((mask, reason))
 
+    def add_per_distinct(self, distinct_problems, indices):
+        """Carry problems found on distinct values over to the rows holding those values."""
+        if not distinct_problems.any.any():
+            return
+        valid = _mask(pc.is_valid(indices))
+        rows = pc.fill_null(indices, 0).to_numpy(zero_copy_only=False)
+        for mask, reason in distinct_problems._rules:
+            self.add(mask[rows] & valid, reason if isinstance(reason, str) else reason[rows])
+
     def records(self, batch, source):
         bad_rows = np.flatnonzero(self.any)
         if not len(bad_rows):
@@ -202,13 +211,18 @@ def _render_slow(name, column, needs_slow, render, problems):
 
 
 def _render_timestamps(name, column, problems):
-    fast = pc.match_substring_regex(column, _FAST_TIMESTAMP)
+    """Validate and render each distinct timestamp once: rows share few (744 hours a month)."""
+    encoded = column.dictionary_encode()
+    distinct = encoded.dictionary
+    fast = pc.match_substring_regex(distinct, _FAST_TIMESTAMP)
     # strptime alone accepts 2024-02-30 (it rolls over); the round trip rejects it.
-    parsed = pc.strptime(column, format="%Y-%m-%dT%H:%M:%SZ", unit="s", error_is_null=True)
-    exact = pc.equal(pc.strftime(parsed, format="%Y-%m-%dT%H:%M:%SZ"), column)
-    ok = _mask(pc.and_(fast, exact))
-    needs_slow = ~ok & _mask(pc.is_valid(column))
-    return _render_slow(name, column, needs_slow, values.render_timestamp, problems)
+    parsed = pc.strptime(distinct, format="%Y-%m-%dT%H:%M:%SZ", unit="s", error_is_null=True)
+    exact = pc.equal(pc.strftime(parsed, format="%Y-%m-%dT%H:%M:%SZ"), distinct)
+    needs_slow = ~_mask(pc.and_(fast, exact))
+    distinct_problems = _Problems(len(distinct))
+    rendered = _render_slow(name, distinct, needs_slow, values.render_timestamp, distinct_problems)
+    problems.add_per_distinct(distinct_problems, encoded.indices)
+    return rendered.take(encoded.indices)
 
 
 def _render_numbers(name, column, problems):
@@ -242,30 +256,38 @@ def _check_tags_have_resource_id(rendered, problems):
     problems.add(has_tag & no_id, f"a row with a resource/tag value needs a non-empty {cbf.RESOURCE_ID}")
 
 
-def _json_escape(column):
-    if not pc.any(pc.match_substring_regex(column, _JSON_SPECIALS)).as_py():
+def _json_escape(name, column, problems):
+    """The column's text as the inside of a JSON string; control characters are problems.
+
+    One scan answers "anything to do?"; most columns (ids, numbers, times) need nothing."""
+    if not pc.any(pc.match_substring_regex(column, _NEEDS_CARE)).as_py():
         return column
+    problems.add(_mask(pc.match_substring_regex(column, _CONTROL_CHARS)), f"{name} contains a control character")
     for raw, escaped in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
         column = pc.replace_substring(column, raw, escaped)
     return column
 
 
 def _json_rows(named_columns, problems):
-    """Each row as `{"col":"value",...},` with absent values left out; one Arrow string array."""
-    fragments = []
-    for name, column in named_columns:
-        control = _mask(pc.match_substring_regex(column, _CONTROL_CHARS))
-        problems.add(control, f"{name} contains a control character")
-        prefix = pa.scalar(',"%s":"' % name, _STRING)
-        fragments.append(pc.binary_join_element_wise(prefix, _json_escape(column), '"', ""))
-    if not fragments:  # no CBF column at all: every row is `{}` (and rejected as incomplete)
-        return pa.array(["{},"] * problems.any.shape[0], _STRING)
-    # Each present value brings its own leading comma; the first one is cut off below.
-    # (Not null_handling="skip": Arrow 25 drops a row whose values are all null from the
-    # output, which shortens the array and misaligns every later row.)
-    joined = pc.binary_join_element_wise(*fragments, "", null_handling="replace", null_replacement="")
-    body = pc.utf8_slice_codeunits(joined, 1)
-    return pc.binary_join_element_wise("{", body, "},", "")
+    """Each row as `{"col":"value",...},` with absent values left out; one Arrow string array.
+
+    `time/usage_start` comes first in the canonical order: every good row has it, so it
+    opens the object without a comma, and each later value brings its own. A column with no empty value joins the
+    row directly; one with gaps becomes a fragment that is null, then empty, where absent.
+    Everything is concatenated by one kernel call."""
+    n = problems.any.shape[0]
+    if not named_columns:  # no CBF column at all: every row is `{}` (and rejected as incomplete)
+        return pa.array(["{},"] * n, _STRING)
+    pieces = ["{"]
+    for position, (name, column) in enumerate(named_columns):
+        text = _json_escape(name, column, problems)
+        prefix = '%s"%s":"' % ("," if position else "", name)
+        if text.null_count:
+            pieces.append(pc.binary_join_element_wise(prefix, text, '"', ""))
+        else:
+            pieces += [prefix, text, '"']
+    pieces.append("},")
+    return pc.binary_join_element_wise(*pieces, "", null_handling="replace", null_replacement="")
 
 
 def _check_row_fits(rows, settings, problems):
@@ -282,25 +304,35 @@ def _check_row_fits(rows, settings, problems):
 
 
 def _group(rows, connection, month, cost, usage_start, order):
-    """Split the good rows of a batch by (connection, month) into chunks."""
-    keys = pc.binary_join_element_wise(connection, month, "|")
-    distinct = pc.unique(keys).to_pylist()
-    chunks = []
-    for index, key in enumerate(sorted(distinct)):
-        if len(distinct) == 1:
-            part = (rows, cost, usage_start)
-        else:
-            keep = pc.equal(keys, key)
-            part = tuple(None if a is None else pc.filter(a, keep) for a in (rows, cost, usage_start))
+    """Split the good rows of a batch by (connection, month) into chunks.
+
+    One stable sort by key and one gather, then zero-copy slices: the cost does not grow
+    with the number of streams in the batch."""
+    keys = pc.binary_join_element_wise(connection, month, "|").dictionary_encode()
+    names = keys.dictionary.to_pylist()
+    codes = keys.indices.to_numpy(zero_copy_only=False)
+    if len(names) > 1:
+        ranks = np.argsort(np.argsort(names))  # code -> position of its key in sorted order
+        sort = np.argsort(ranks[codes], kind="stable")
+        take = pa.array(sort)
+        rows, cost = rows.take(take), cost.take(take)
+        usage_start = None if usage_start is None else usage_start.take(take)
+        counts = np.bincount(ranks[codes], minlength=len(names))
+    else:
+        counts = np.array([len(codes)])
+    chunks, start = [], 0
+    for index, key in enumerate(sorted(names)):
+        size = int(counts[index])
+        part = [a if a is None else a.slice(start, size) for a in (rows, cost, usage_start)]
         connection_id, month_text = key.split("|")
         chunks.append(((connection_id, month_text), _chunk(order + (index,), *part)))
+        start += size
     return chunks
 
 
 def _chunk(order, rows, cost, usage_start):
-    rows = rows.combine_chunks() if isinstance(rows, pa.ChunkedArray) else rows
     offsets = np.frombuffer(rows.buffers()[1], np.int32, len(rows) + 1, rows.offset * 4)
-    data = rows.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]]
+    data = rows.buffers()[2][offsets[0]:offsets[-1]].to_pybytes()
     hours = b""
     if usage_start is not None:
         day = pc.cast(pc.utf8_slice_codeunits(usage_start, 8, 10), pa.uint16())

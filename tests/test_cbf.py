@@ -62,11 +62,11 @@ def test_tag_keys_are_case_sensitive_and_distinct():
     assert order == ["resource/tag:Env", "resource/tag:env"]
 
 
-def test_canonical_order_is_documentation_order_then_sorted_tags():
+def test_canonical_order_is_usage_start_then_documentation_order_then_sorted_tags():
     names = ["resource/tag:zeta", "cost/cost", "resource/tag:alpha", "lineitem/id", "time/usage_start",
              "k8s/labels", "resource/id"]
     assert cbf.canonical_column_order(names) == [
-        "lineitem/id", "time/usage_start", "resource/id", "cost/cost", "k8s/labels",
+        "time/usage_start", "lineitem/id", "resource/id", "cost/cost", "k8s/labels",
         "resource/tag:alpha", "resource/tag:zeta"]
 
 
