@@ -54,6 +54,17 @@ class Observer:
         pass
 
 
+def _in_order(bodies):
+    """Pass bodies through, refusing any that would go out of (month, seq) order."""
+    last = None
+    for body in bodies:
+        position = (body.month, body.seq)
+        if last is not None and position <= last:
+            raise ValueError(f"{body.describe()} comes after {last}: bodies must be sent in order")
+        last = position
+        yield body
+
+
 class ConnectionSender:
     """Delivers the bodies of one connection, strictly one request at a time."""
 
@@ -67,12 +78,12 @@ class ConnectionSender:
         self._rng = rng or random.Random()
 
     def send(self, bodies) -> List[BodyResult]:
-        bodies = sorted(bodies, key=lambda b: (b.month, b.seq))
-        if not bodies:
-            return []
-        done = self._state.delivered_keys(bodies[0].connection_id) if self._state else set()
-        results, failure = [], None
-        for body in bodies:
+        """Deliver `bodies`, given in (month, seq) order; they may be produced lazily, one
+        month at a time, so that a connection's data need not be in memory all at once."""
+        results, failure, done = [], None, None
+        for body in _in_order(bodies):
+            if done is None:
+                done = self._state.delivered_keys(body.connection_id) if self._state else set()
             # A body an earlier run delivered is reported as such even after a failure:
             # it is in CloudZero, and skipping it sends nothing out of order.
             if body.idempotency_key in done:
@@ -89,7 +100,7 @@ class ConnectionSender:
     def validate(self, bodies) -> List[BodyResult]:
         """Ask the validate endpoint about each body; nothing is stored by CloudZero."""
         results = []
-        for body in sorted(bodies, key=lambda b: (b.month, b.seq)):
+        for body in _in_order(bodies):
             outcome, attempts = self._with_retries(body, lambda: self._client.validate_drop(body.body))
             if not outcome.ok:
                 results.append(result_for(body, FAILED, attempts=attempts, message=self._last_reason))

@@ -1,10 +1,14 @@
-"""The Beam graph: read -> validate -> group by stream-month -> pack -> send -> report.
+"""The Beam graph: read -> validate -> plan -> (gate) -> group by connection -> send -> report.
 
-    splits --ReadCbf--> chunks --PlanDrops--> (connection, body) --WriteBillingDrops--> results
-              |  rejects -> dead-letter JSON Lines                      ^ gate (side input):
-              |  stats ------------------------------------------------+ nothing is sent until
-              |                                      summaries --------+ the whole input is checked
+    splits --ReadCbf--> chunks --------------------------WriteBillingDrops--> results
+              |           |  (row lengths only)             ^ gate (side input): nothing is
+              |           +--PlanDrops--> summaries --------+ sent until the whole input is
+              |  stats -------------------------------------+ validated and planned
+              |  rejects -> dead-letter JSON Lines
               +--> report (JSON at report_path, table in the log)
+
+The rows themselves are shuffled once, by connection; the per-month plan that the gate
+and the report need travels on a branch that carries only row lengths.
 """
 import json
 import logging
@@ -40,13 +44,12 @@ def build(p, config, splits, dead_letter_prefix, report_target, log_report=True)
                         dead_letter_prefix, file_name_suffix=".jsonl", skip_if_empty=True))
     stats = read[STATS] | "CountRows" >> beam.CombineGlobally(SumTuples(3))
 
-    planned = read["chunks"] | "PlanDrops" >> PlanDrops(config.operation, config.max_body_bytes)
-    summaries = planned["summaries"]
+    summaries = read["chunks"] | "PlanDrops" >> PlanDrops(config.operation, config.max_body_bytes)
     gate = (p
             | "GateSeed" >> beam.Create([None])
             | "Gate" >> beam.Map(lambda _, s, m: run_report.gate_reason(s, m, config),
                                  beam.pvalue.AsSingleton(stats), beam.pvalue.AsList(summaries)))
-    results = planned["keyed"] | "WriteBillingDrops" >> WriteBillingDrops(config, gate)
+    results = read["chunks"] | "WriteBillingDrops" >> WriteBillingDrops(config, gate)
 
     return (p
             | "ReportSeed" >> beam.Create([None])

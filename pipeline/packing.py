@@ -46,6 +46,8 @@ class StreamMonthPlan:
     cost_total: str
     bodies: List[PlannedBody]
     refused: Optional[str] = None
+    body_count: int = 0
+    body_bytes: int = 0  # the exact bytes of all its bodies
 
 
 def idempotency_key(connection_id, month, operation, seq, body):
@@ -58,11 +60,15 @@ def idempotency_key(connection_id, month, operation, seq, body):
     return digest.hexdigest()
 
 
-def plan_stream_month(connection_id, month, chunks, operation, max_body_bytes) -> StreamMonthPlan:
-    """Sort the chunks into input order, check the monthly limits, and cut bodies."""
+def plan_stream_month(connection_id, month, chunks, operation, max_body_bytes,
+                      with_bodies=True) -> StreamMonthPlan:
+    """Sort the chunks into input order, check the monthly limits, and cut bodies.
+
+    The layout needs only the chunks' row lengths (and hours), so the pipeline can plan
+    every month from small metadata before the gate opens (`with_bodies=False`), then
+    build the same bodies from the full chunks when sending."""
     chunks = sorted(chunks, key=lambda chunk: chunk.order)
     lengths = np.concatenate([np.frombuffer(c.lengths, np.int32) for c in chunks]).astype(np.int64)
-    rows = b"".join(c.rows for c in chunks)
     row_count = int(len(lengths))
     row_bytes = int(lengths.sum()) - row_count  # without the separating commas
     cost_total = values.decimal_text(values.exact_sum(c.cost_total for c in chunks))
@@ -77,14 +83,16 @@ def plan_stream_month(connection_id, month, chunks, operation, max_body_bytes) -
         return refuse(f"{row_bytes} bytes of rows: CloudZero holds at most "
                       f"{cbf.MAX_BYTES_PER_STREAM_MONTH:,} bytes per stream and month")
 
-    cuts = None
+    cuts, order = None, None
     if operation == "replace_hourly":
         hours = np.concatenate([np.frombuffer(c.hours, np.uint16) for c in chunks])
-        rows, lengths, hours = _sort_rows_by_hour(rows, lengths, hours)
+        order = _hour_order(hours)
+        if order is not None:
+            hours = hours[order]
         cuts = np.append(np.flatnonzero(np.diff(hours)) + 1, row_count)
     prefix = body_prefix(month, operation)
     room = max_body_bytes - len(prefix) - len(BODY_SUFFIX) + 1  # the last row drops its comma
-    spans = cut_bodies(lengths, room, cuts)
+    spans = cut_bodies(lengths if order is None else lengths[order], room, cuts)
     if spans is None:
         what = "one UTC hour" if operation == "replace_hourly" else "a row"
         return refuse(f"{what} holds more than fits in one body of {max_body_bytes} bytes")
@@ -92,14 +100,22 @@ def plan_stream_month(connection_id, month, chunks, operation, max_body_bytes) -
         return refuse(f"replace_drop replaces the whole month, so the month must fit in one body; "
                       f"it needs {len(spans)} bodies of at most {max_body_bytes} bytes. "
                       "Use --operation replace_hourly or sum instead")
+    ends = np.cumsum(lengths)  # the same total whatever the row order
+    body_bytes = int(ends[-1]) - len(spans) + len(spans) * (len(prefix) + len(BODY_SUFFIX)) if spans else 0
+    plan = StreamMonthPlan(connection_id, month, row_count, row_bytes, cost_total, [], None, len(spans), body_bytes)
+    if not with_bodies:
+        return plan
 
+    rows = b"".join(c.json_rows() for c in chunks)
+    if order is not None:
+        rows, lengths = _reorder_rows(rows, lengths, order)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     bodies = []
     for seq, (start, end) in enumerate(spans, 1):
         body = prefix + rows[offsets[start]:offsets[end] - 1] + BODY_SUFFIX
         bodies.append(PlannedBody(connection_id, month, operation, seq, len(spans), end - start, body,
                                   idempotency_key(connection_id, month, operation, seq, body)))
-    return StreamMonthPlan(connection_id, month, row_count, row_bytes, cost_total, bodies)
+    return dataclasses.replace(plan, bodies=bodies)
 
 
 def cut_bodies(lengths, room, cuts=None):
@@ -122,12 +138,14 @@ def cut_bodies(lengths, room, cuts=None):
     return spans
 
 
-def _sort_rows_by_hour(rows, lengths, hours):
-    """Stable-sort rows by hour of the month, so that each hour is one contiguous run."""
+def _hour_order(hours):
+    """The stable order that makes each hour of the month one contiguous run (None: already so)."""
     if len(hours) == 0 or np.all(hours[:-1] <= hours[1:]):
-        return rows, lengths, hours
-    order = np.argsort(hours, kind="stable")
+        return None
+    return np.argsort(hours, kind="stable")
+
+
+def _reorder_rows(rows, lengths, order):
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     view = memoryview(rows)
-    reordered = b"".join(view[offsets[i]:offsets[i + 1]] for i in order)
-    return reordered, lengths[order], hours[order]
+    return b"".join(view[offsets[i]:offsets[i + 1]] for i in order), lengths[order]

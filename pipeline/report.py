@@ -56,13 +56,12 @@ def build(config, stats, summaries, results, dead_letter_files=(), file_errors=(
     streams = collections.defaultdict(dict)
     for summary in sorted(summaries, key=lambda s: (s.connection_id, s.month)):
         streams[summary.connection_id][summary.month] = {
-            "rows": summary.row_count, "bodies": 0, "bytes": 0, "cost": summary.cost_total,
+            "rows": summary.row_count, "bodies": summary.body_count, "bytes": summary.body_bytes,
+            "cost": summary.cost_total,
             "refused": summary.refused, "counts": collections.Counter(), "messages": [], "drop_ids": [],
         }
     for result in sorted(results, key=lambda r: (r.connection_id, r.month, r.seq)):
         entry = streams[result.connection_id][result.month]
-        entry["bodies"] += 1
-        entry["bytes"] += result.bytes
         entry["counts"][result.status] += 1
         if result.drop_id:
             entry["drop_ids"].append(result.drop_id)
@@ -91,7 +90,7 @@ def build(config, stats, summaries, results, dead_letter_files=(), file_errors=(
         "file_errors": list(file_errors),
         "dead_letter_files": sorted(dead_letter_files),
         "blocked": gate,
-        "bodies_planned": len(results),
+        "bodies_planned": sum(s.body_count for s in summaries),
         "bodies_sent": len(delivered),
         "bytes_sent": sum(r.bytes for r in delivered),
         "bodies_already_delivered": sum(r.status == delivery.ALREADY_DELIVERED for r in results),

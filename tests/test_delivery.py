@@ -84,16 +84,18 @@ def posts(log):
     return [entry for entry in log if entry[0] == "post"]
 
 
-def test_months_ascending_then_seq():
-    bodies = [make_body("2024-09", 2), make_body("2024-08", 3), make_body("2024-09", 1),
-              make_body("2024-08", 1), make_body("2024-08", 2)]
-    send, log, _ = sender()
-    results = send.send(bodies)
+def test_bodies_go_in_the_order_given_and_out_of_order_is_refused():
     expected = [("2024-08", 1), ("2024-08", 2), ("2024-08", 3), ("2024-09", 1), ("2024-09", 2)]
+    bodies = [make_body(month, seq) for month, seq in expected]
+    send, log, _ = sender()
+    results = send.send(iter(bodies))  # lazily, as the sink produces them month by month
     assert [(r.month, r.seq) for r in results] == expected
     by_key = {b.idempotency_key: (b.month, b.seq) for b in bodies}
     assert [by_key[p[2]] for p in posts(log)] == expected
     assert all(r.status == DELIVERED and r.attempts == 1 and r.drop_id == "d-1" for r in results)
+    send, log, _ = sender()
+    with pytest.raises(ValueError, match="in order"):
+        send.send([make_body("2024-09", 1), make_body("2024-08", 1)])
 
 
 def test_empty():

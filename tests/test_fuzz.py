@@ -38,7 +38,7 @@ def _consume(data, fmt, name="fuzz"):
             result = normalise.normalise_batch(text.batch, source, SETTINGS)
             rejects += text.rejects + result.rejects
             for (connection, month), chunk in result.chunks:
-                rows = json.loads(b"[" + chunk.rows[:-1] + b"]")
+                rows = json.loads(b"[" + chunk.json_rows()[:-1] + b"]")
                 assert len(rows) == chunk.row_count
                 for row in rows:
                     assert all(isinstance(v, str) and v for v in row.values())

@@ -11,8 +11,10 @@ from pipeline.packing import StreamMonthPlan
 CONFIG = RunConfig(inputs=("in.csv",), connection_id="c1")
 
 
-def summary(connection, month, rows, cost="10", refused=None):
-    return StreamMonthPlan(connection, month, rows, rows * 100, cost, [], refused)
+def summary(connection, month, rows, cost="10", refused=None, bodies=2, size=1000):
+    """A month's plan: `bodies` bodies of `size` bytes (none when refused)."""
+    bodies = 0 if refused else bodies
+    return StreamMonthPlan(connection, month, rows, rows * 100, cost, [], refused, bodies, bodies * size)
 
 
 def result(connection, month, seq, status, rows=5, size=1000, message="", drop_id=None, count=2):
@@ -21,7 +23,7 @@ def result(connection, month, seq, status, rows=5, size=1000, message="", drop_i
 
 
 def test_success():
-    summaries = [summary("c1", "2024-09", 10), summary("c1", "2024-08", 10), summary("c0", "2024-08", 5)]
+    summaries = [summary("c1", "2024-09", 10), summary("c1", "2024-08", 10), summary("c0", "2024-08", 5, bodies=1)]
     results = [result("c1", "2024-08", 1, DELIVERED, drop_id="d1"), result("c1", "2024-08", 2, DELIVERED),
                result("c1", "2024-09", 1, DELIVERED), result("c1", "2024-09", 2, DELIVERED),
                result("c0", "2024-08", 1, DELIVERED, count=1)]

@@ -1,43 +1,37 @@
-"""PlanDrops: a stream-month's chunks, after the shuffle, become ordered bodies."""
+"""PlanDrops: the layout of every stream-month, from row lengths only, before anything is sent.
+
+The chunks' rows stay on the sending branch; this branch carries only their lengths (and
+hours), so checking the monthly limits and the replace operations' constraints for the
+whole input costs a few bytes per row.
+"""
 import typing
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 from pipeline import packing
 
-SUMMARIES = "summaries"
+
+def without_rows(keyed_chunk):
+    key, chunk = keyed_chunk
+    return key, chunk._replace(rows=b"")
 
 
-def summary_of(plan: packing.StreamMonthPlan):
-    """The plan without its bodies: small enough to be a side input and a report line."""
-    return packing.StreamMonthPlan(plan.connection_id, plan.month, plan.row_count, plan.row_bytes,
-                                   plan.cost_total, [], plan.refused)
-
-
-@beam.typehints.with_output_types(typing.Tuple[str, typing.Any])
-class PlanStreamMonth(beam.DoFn):
-    """((connection_id, month), chunks) -> (connection_id, PlannedBody) for each body, and
-    (connection_id, summary) for the month, all keyed by connection alone for the sink."""
+@beam.typehints.with_output_types(packing.StreamMonthPlan)
+class SummariseStreamMonth(beam.DoFn):
+    """((connection_id, month), chunks without rows) -> the month's plan, without bodies."""
 
     def __init__(self, operation, max_body_bytes):
         self._operation = operation
         self._max_body_bytes = max_body_bytes
-        self._body_bytes = Metrics.distribution("cloudzero", "body_bytes")
 
     def process(self, element):
         (connection_id, month), chunks = element
-        plan = packing.plan_stream_month(connection_id, month, chunks, self._operation, self._max_body_bytes)
-        summary = summary_of(plan)
-        yield beam.pvalue.TaggedOutput(SUMMARIES, summary)
-        yield connection_id, summary
-        for body in plan.bodies:
-            self._body_bytes.update(body.byte_count)
-            yield connection_id, body
+        yield packing.plan_stream_month(connection_id, month, chunks, self._operation,
+                                        self._max_body_bytes, with_bodies=False)
 
 
 class PlanDrops(beam.PTransform):
-    """Example: `keyed = chunks | PlanDrops("sum", 5_000_000)`; `keyed.summaries` has one per month."""
+    """Example: `summaries = chunks | PlanDrops("sum", 5_000_000)`: one plan per stream-month."""
 
     def __init__(self, operation, max_body_bytes):
         super().__init__()
@@ -46,6 +40,7 @@ class PlanDrops(beam.PTransform):
 
     def expand(self, chunks):
         return (chunks
+                | "RowLengthsOnly" >> beam.Map(without_rows).with_output_types(
+                    typing.Tuple[typing.Tuple[str, str], typing.Any])
                 | "GroupByStreamMonth" >> beam.GroupByKey()
-                | "Pack" >> beam.ParDo(PlanStreamMonth(self._operation, self._max_body_bytes)).with_outputs(
-                    SUMMARIES, main="keyed"))
+                | "Summarise" >> beam.ParDo(SummariseStreamMonth(self._operation, self._max_body_bytes)))

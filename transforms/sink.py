@@ -9,6 +9,7 @@ import collections
 import concurrent.futures
 import logging
 import threading
+import typing
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -53,8 +54,8 @@ def write_dry_run_body(output_dir, body):
 
 
 class SendConnections(beam.DoFn):
-    """(connection_id, [PlannedBody and StreamMonthPlan summaries]) -> a BodyResult per body,
-    and a verification record (dict) per month when verifying."""
+    """(connection_id, [(month, Chunk)]) -> a BodyResult per body, and a verification record
+    (dict) per month when verifying."""
 
     def __init__(self, config: run_config.RunConfig):
         self._config = config
@@ -75,11 +76,11 @@ class SendConnections(beam.DoFn):
         self._tally = _Tally()
 
     def process(self, element, gate=None):
-        connection_id, items = element
-        bodies, summaries = [], []
-        for item in items:
-            (bodies if isinstance(item, packing.PlannedBody) else summaries).append(item)
-        self._pending.append(self._pool.submit(self._send_connection, bodies, summaries, gate))
+        connection_id, month_chunks = element
+        months = collections.defaultdict(list)
+        for month, chunk in month_chunks:
+            months[month].append(chunk)
+        self._pending.append(self._pool.submit(self._send_connection, connection_id, months, gate))
 
     def finish_bundle(self):
         results = []
@@ -100,10 +101,20 @@ class SendConnections(beam.DoFn):
     def teardown(self):
         self._pool.shutdown(wait=True)
 
-    def _send_connection(self, bodies, summaries, gate):
+    def _bodies(self, connection_id, months, plans):
+        """Months ascending, bodies in order, built one month at a time (each month's chunks
+        are let go once its bodies exist); each month's plan is noted in `plans`."""
+        for month in sorted(months):
+            plan = packing.plan_stream_month(connection_id, month, months.pop(month), self._config.operation,
+                                             self._config.max_body_bytes)
+            plans.append(plan)
+            yield from plan.bodies
+
+    def _send_connection(self, connection_id, months, gate):
         """Everything for one connection, on one pool thread: strictly one request at a time."""
         config = self._config
-        bodies = sorted(bodies, key=lambda b: (b.month, b.seq))
+        plans = []
+        bodies = self._bodies(connection_id, months, plans)
         if gate:
             return [delivery.result_for(b, delivery.NOT_SENT, message=gate) for b in bodies]
         if config.mode == run_config.DRY_RUN:
@@ -119,19 +130,25 @@ class SendConnections(beam.DoFn):
                 state=self._state, observer=self._tally)
             if config.mode == run_config.VALIDATE_ONLY:
                 return sender.validate(bodies)
-            results = [] if config.mode == run_config.VERIFY_ONLY else sender.send(bodies)
-            if config.verify or config.mode == run_config.VERIFY_ONLY:
-                results += sender.verify(summaries)
+            if config.mode == run_config.VERIFY_ONLY:
+                for _ in bodies:  # plan every month, send nothing
+                    pass
+                return sender.verify(plans)
+            results = sender.send(bodies)
+            if config.verify:
+                results += sender.verify(plans)
             return results
         finally:
             client.close()
 
 
 class WriteBillingDrops(beam.PTransform):
-    """Example: `results = keyed_bodies | WriteBillingDrops(config, gate)`.
+    """Example: `results = chunks | WriteBillingDrops(config, gate)`.
 
-    `keyed_bodies` holds (connection_id, PlannedBody or summary); `gate` is a singleton
-    side input: None to send, or the reason nothing may be posted.
+    `chunks` holds ((connection_id, month), Chunk); they are grouped by connection alone, so
+    one worker owns each connection. `gate` is a singleton side input: None to send, or the
+    reason nothing may be posted; the sink waits for it, so nothing goes out before the
+    whole input has been validated.
     """
 
     def __init__(self, config, gate):
@@ -139,8 +156,10 @@ class WriteBillingDrops(beam.PTransform):
         self._config = config
         self._gate = gate
 
-    def expand(self, keyed):
-        return (keyed
+    def expand(self, chunks):
+        return (chunks
+                | "KeyByConnection" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1]))).with_output_types(
+                    typing.Tuple[str, typing.Any])
                 | "GroupByConnection" >> beam.GroupByKey()
                 | "Send" >> beam.ParDo(SendConnections(self._config),
                                        gate=beam.pvalue.AsSingleton(self._gate)))
