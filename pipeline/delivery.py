@@ -101,9 +101,9 @@ class ConnectionSender:
         """Ask the validate endpoint about each body; nothing is stored by CloudZero."""
         results = []
         for body in _in_order(bodies):
-            outcome, attempts = self._with_retries(body, lambda: self._client.validate_drop(body.body))
+            outcome, attempts, reason = self._with_retries(body, lambda: self._client.validate_drop(body.body))
             if not outcome.ok:
-                results.append(result_for(body, FAILED, attempts=attempts, message=self._last_reason))
+                results.append(result_for(body, FAILED, attempts=attempts, message=reason))
                 continue
             verdict = (outcome.payload or {}).get("connection", {})
             valid = bool(verdict.get("is_valid"))
@@ -119,21 +119,21 @@ class ConnectionSender:
         for summary in sorted(summaries, key=lambda s: s.month):
             if summary.refused:
                 continue
-            outcome, _ = self._with_retries(
+            outcome, _, reason = self._with_retries(
                 summary.connection_id + " " + summary.month,
                 lambda: self._client.read_month(summary.connection_id, summary.month))
-            record = verify.check(summary, outcome, self._last_reason)
+            record = verify.check(summary, outcome, reason)
             LOG.info("verify %s %s: %s %s", summary.connection_id, summary.month, record["status"],
                      record["message"])
             records.append(record)
         return records
 
     def _deliver(self, body):
-        outcome, attempts = self._with_retries(
+        outcome, attempts, reason = self._with_retries(
             body, lambda: self._client.create_drop(body.connection_id, body.body, body.idempotency_key))
         if not outcome.ok:
-            LOG.error("%s failed: %s", body.describe(), self._last_reason)
-            return result_for(body, FAILED, attempts=attempts, message=self._last_reason)
+            LOG.error("%s failed: %s", body.describe(), reason)
+            return result_for(body, FAILED, attempts=attempts, message=reason)
         drop_id = ((outcome.payload or {}).get("connection") or {}).get("drop_id")
         if self._state:
             self._state.record(body, drop_id, attempts)
@@ -142,7 +142,8 @@ class ConnectionSender:
         return result_for(body, DELIVERED, attempts=attempts, drop_id=drop_id)
 
     def _with_retries(self, body, call):
-        """Call until success or the policy gives up; the caller's key is the same each time."""
+        """Call until success or the policy gives up: (last outcome, attempts, the reason).
+        The caller's idempotency key is the same on every attempt."""
         started = self._clock()
         attempt = 0
         while True:
@@ -151,9 +152,8 @@ class ConnectionSender:
             outcome = call()
             self._observer.attempt(outcome, self._clock() - before)
             decision = self._policy.decide(attempt, self._clock() - started, outcome, self._rng)
-            self._last_reason = decision.reason
             if not decision.retry:
-                return outcome, attempt
+                return outcome, attempt, decision.reason
             self._observer.retry(body, decision)
             what = body if isinstance(body, str) else body.describe()
             LOG.warning("%s: attempt %d: %s; retrying in %.2f s with the same idempotency key",

@@ -95,6 +95,9 @@ class SendConnections(beam.DoFn):
         sent = [r for r in results if isinstance(r, delivery.BodyResult) and r.status == delivery.DELIVERED]
         Metrics.counter("cloudzero", "bodies_sent").inc(len(sent))
         Metrics.counter("cloudzero", "bytes_sent").inc(sum(r.bytes for r in sent))
+        body_bytes = Metrics.distribution("cloudzero", "body_bytes")
+        for result in sent:
+            body_bytes.update(result.bytes)
         for result in results:
             yield WindowedValue(result, MIN_TIMESTAMP, [GlobalWindow()])
 
