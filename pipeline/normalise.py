@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import cbf, values
+from pipeline import cbf, typed_text, values
 
 _STRING = pa.string()
 _NULL_STRING = pa.scalar(None, _STRING)
@@ -101,16 +101,19 @@ def normalise_batch(batch: pa.RecordBatch, source: SourceBatch, settings: Settin
     if n == 0:
         return NormalisedBatch([], [], 0)
     problems = _Problems(n)
-    columns = {name: _blank_to_null(batch.column(i)) for i, name in enumerate(batch.schema.names)}
+    kinds = {field.name: (field.metadata or {}).get(typed_text.KIND_KEY) for field in batch.schema}
+    columns = {name: batch.column(i) if kinds[name] else _blank_to_null(batch.column(i))
+               for i, name in enumerate(batch.schema.names)}
     connection = _connection_ids(columns, settings, problems)
 
     rendered = {}
     for name, column in columns.items():
         if name == settings.stream_column:
             continue
-        if name in cbf.TIMESTAMP_COLUMNS:
+        # A typed Parquet timestamp or number is already valid, plain text: nothing to check.
+        if name in cbf.TIMESTAMP_COLUMNS and kinds[name] != typed_text.TIMESTAMP:
             column = _render_timestamps(name, column, problems)
-        elif name in cbf.NUMBER_COLUMNS:
+        elif name in cbf.NUMBER_COLUMNS and kinds[name] != typed_text.NUMBER:
             column = _render_numbers(name, column, problems)
         rendered[name] = column
 
@@ -122,7 +125,8 @@ def normalise_batch(batch: pa.RecordBatch, source: SourceBatch, settings: Settin
     _check_tags_have_resource_id(rendered, problems)
 
     order = cbf.canonical_column_order(rendered)
-    rows = _json_rows([(name, rendered[name]) for name in order], problems)
+    rows = _json_rows([(name, rendered[name]) for name in order], problems,
+                      plain={name for name, kind in kinds.items() if kind})
     _check_row_fits(rows, settings, problems)
 
     rejects = problems.records(batch, source)
@@ -281,19 +285,20 @@ def _json_escape(name, column, problems):
     return column
 
 
-def _json_rows(named_columns, problems):
+def _json_rows(named_columns, problems, plain=frozenset()):
     """Each row as `{"col":"value",...},` with absent values left out; one Arrow string array.
 
     `time/usage_start` comes first in the canonical order: every good row has it, so it
     opens the object without a comma, and each later value brings its own. A column with no empty value joins the
     row directly; one with gaps becomes a fragment that is null, then empty, where absent.
-    Everything is concatenated by one kernel call."""
+    Everything is concatenated by one kernel call. Columns in `plain` (numbers and times
+    from typed columns) hold nothing to escape and are not scanned."""
     n = problems.any.shape[0]
     if not named_columns:  # no CBF column at all: every row is `{}` (and rejected as incomplete)
         return pa.array(["{},"] * n, _STRING)
     pieces = ["{"]
     for position, (name, column) in enumerate(named_columns):
-        text = _json_escape(name, column, problems)
+        text = column if name in plain else _json_escape(name, column, problems)
         prefix = '%s"%s":"' % ("," if position else "", name)
         if text.null_count:
             pieces.append(pc.binary_join_element_wise(prefix, text, '"', ""))

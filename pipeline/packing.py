@@ -110,9 +110,10 @@ def plan_stream_month(connection_id, month, chunks, operation, max_body_bytes,
     if order is not None:
         rows, lengths = _reorder_rows(rows, lengths, order)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
+    view = memoryview(rows)
     bodies = []
     for seq, (start, end) in enumerate(spans, 1):
-        body = prefix + rows[offsets[start]:offsets[end] - 1] + BODY_SUFFIX
+        body = b"".join((prefix, view[offsets[start]:offsets[end] - 1], BODY_SUFFIX))  # one copy
         bodies.append(PlannedBody(connection_id, month, operation, seq, len(spans), end - start, body,
                                   idempotency_key(connection_id, month, operation, seq, body)))
     return dataclasses.replace(plan, bodies=bodies)

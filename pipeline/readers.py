@@ -132,12 +132,14 @@ def _parquet_batches(fileobj, path, row_groups):
     position = 0
     for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=groups, use_threads=False):
         try:
-            columns = [typed_text.column_to_text(column) for column in batch.columns]
+            converted = [typed_text.text_and_kind(column) for column in batch.columns]
         except typed_text.UnsupportedColumnType:
             problems = [f"column {field.name!r} {typed_text.type_problem(field.type)}"
                         for field in batch.schema if typed_text.type_problem(field.type)]
             raise InputFileError(f"{path}: {'; '.join(problems)}") from None
-        text = pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+        fields = [pa.field(name, pa.string(), metadata={typed_text.KIND_KEY: kind} if kind else None)
+                  for name, (_, kind) in zip(batch.schema.names, converted)]
+        text = pa.RecordBatch.from_arrays([column for column, _ in converted], schema=pa.schema(fields))
         yield TextBatch(text, numbers[position:position + batch.num_rows], [])
         position += batch.num_rows
 

@@ -175,3 +175,51 @@ def test_supported_types_have_no_problem(arrow_type):
 def test_sliced_input_is_handled():
     array = pa.array([1e22, 0.5, 1e-7, 2.0], pa.float64()).slice(1, 2)
     assert text(array) == ["0.5", "0.0000001"]
+
+
+# --- the kernel path for decimals of up to 18 digits, and the kinds validation relies on ---
+
+from hypothesis import given, settings as hyp_settings, strategies as hyp  # noqa: E402,F811
+
+from pipeline.typed_text import NUMBER, TIMESTAMP, text_and_kind  # noqa: E402
+
+
+@hyp_settings(max_examples=200, deadline=None)
+@given(hyp.integers(1, 18).flatmap(lambda precision: hyp.tuples(
+    hyp.just(precision), hyp.integers(0, precision),
+    hyp.lists(hyp.one_of(hyp.none(), hyp.integers(-(10 ** precision) + 1, 10 ** precision - 1)), max_size=40),
+    hyp.integers(0, 5))))
+def test_small_decimals_render_exactly_with_their_scale(case):
+    precision, scale, unscaled, offset = case
+    values = [None if u is None else Decimal(u).scaleb(-scale) for u in unscaled]
+    array = pa.array([None] * offset + values, pa.decimal128(precision, scale)).slice(offset)
+    text, kind = text_and_kind(array)
+    assert kind == NUMBER
+    expected = [None if v is None else format(v.quantize(Decimal(1).scaleb(-scale)), "f") for v in values]
+    expected = [e[1:] if e and e.startswith("-") and Decimal(e) == 0 else e for e in expected]
+    assert text.to_pylist() == expected
+    assert all(e is None or "E" not in e for e in text.to_pylist())
+
+
+def test_kinds_say_what_validation_may_skip():
+    assert text_and_kind(pa.array([1.5, 2.0]))[1] == NUMBER
+    assert text_and_kind(pa.array([1.5, float("nan")]))[1] is None  # nan must still be rejected
+    assert text_and_kind(pa.array([3], pa.int64()))[1] == NUMBER
+    assert text_and_kind(pa.array([0], pa.timestamp("s")))[1] == TIMESTAMP
+    assert text_and_kind(pa.array(["12"]))[1] is None
+    assert text_and_kind(pa.array([Decimal("1E+30")], pa.decimal128(38, 0)))[1] == NUMBER
+
+
+def test_a_typed_column_in_the_wrong_role_is_still_validated():
+    import io
+    import numpy as np
+    import pyarrow.parquet as pq
+    from pipeline import normalise, readers
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"time/usage_start": pa.array([1, 2], pa.int64()),
+                             "cost/cost": pa.array([0, 1000], pa.timestamp("s"))}), buffer)
+    [text] = list(readers.read_batches(io.BytesIO(buffer.getvalue()), "t.parquet", "parquet"))
+    result = normalise.normalise_batch(text.batch, normalise.SourceBatch("t.parquet", (0,), np.array([1, 2])),
+                                       normalise.Settings(connection_id="c"))
+    assert result.chunks == [] and len(result.rejects) == 2
+    assert "time/usage_start" in result.rejects[0]["reason"] and "cost/cost" in result.rejects[0]["reason"]
