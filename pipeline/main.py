@@ -29,6 +29,10 @@ class UsageError(Exception):
     pass
 
 
+class JobFailed(Exception):
+    """The Beam job itself failed or left no report; the message is one line for a person."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         raise UsageError(message)
@@ -184,13 +188,21 @@ def run(argv=None):
 
     p = beam.Pipeline(runner=_runner(runner_name), options=options)
     graph.build(p, config, splits, dead_letter, report_target, log_report=not (local and wait))
-    result = p.run()
-    if not wait:
-        LOG.info("job submitted; the report will be written to %s", report_target)
-        return 0
-    result.wait_until_finish()
-    with FileSystems.open(report_target) as handle:
-        report = json.loads(handle.read())
+    try:
+        result = p.run()
+        if not wait:
+            LOG.info("job submitted; the report will be written to %s", report_target)
+            return 0
+        state = result.wait_until_finish()
+        with FileSystems.open(report_target) as handle:
+            report = json.loads(handle.read())
+    except Exception as err:  # the job itself broke: say so in one line, keep the detail in the log
+        LOG.debug("the Beam job failed", exc_info=True)
+        raise JobFailed(f"the Beam job did not finish ({type(err).__name__}: "
+                        f"{str(err).strip().splitlines()[0][:300] if str(err).strip() else ''}); "
+                        "set CLOUDZERO_LOG_LEVEL=DEBUG for the full traceback. With --state_path, "
+                        "a rerun resumes where it stopped") from None
+    LOG.debug("job state: %s", state)
     print(run_report.render(report), flush=True)
     return run_report.exit_code(report)
 
@@ -198,7 +210,11 @@ def run(argv=None):
 def main(argv=None):
     logging.basicConfig(level=os.environ.get("CLOUDZERO_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    debug = logging.getLogger().isEnabledFor(logging.DEBUG)
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    logging.getLogger("apache_beam.io.filebasedsink").setLevel(logging.ERROR)  # "no shards" when no rejects
+    # A failed job is reported in one line (JobFailed); the runner's traceback only when debugging.
+    logging.getLogger("apache_beam.runners").setLevel(logging.DEBUG if debug else logging.CRITICAL)
     # Airflow's Beam operator finds the Dataflow job by this logger's "Created job with id" line.
     logging.getLogger("apache_beam.runners.dataflow.internal.apiclient").setLevel(logging.INFO)
     try:
@@ -209,6 +225,9 @@ def main(argv=None):
     except api_key.ApiKeyError as err:
         print(f"error: {err}", file=sys.stderr)
         return USAGE_ERROR
+    except JobFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except files.InputProblems as err:
         print("error: the input cannot be uploaded; nothing was read or sent:", file=sys.stderr)
         for problem in err.problems:

@@ -21,7 +21,6 @@ from pipeline import cbf, typed_text, values
 _STRING = pa.string()
 _NULL_STRING = pa.scalar(None, _STRING)
 _CONTROL_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
-_NEEDS_CARE = r'[\x00-\x1f\\"]'
 _FAST_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"
 _FAST_NUMBER = "^" + values.PLAIN_NUMBER.pattern + "$"
 _CONNECTION_ID = "^" + cbf.CONNECTION_ID_PATTERN.pattern + "$"
@@ -134,12 +133,16 @@ def normalise_batch(batch: pa.RecordBatch, source: SourceBatch, settings: Settin
     if not good.any():
         return NormalisedBatch([], rejects, n)
     keep = pa.array(good)
-    usage_start = pc.filter(rendered[cbf.USAGE_START], keep)
+
+    def kept(column):  # no copy when every row is good, the common case
+        return column if not rejects else pc.filter(column, keep)
+
+    usage_start = kept(rendered[cbf.USAGE_START])
     chunks = _group(
-        rows=pc.filter(rows, keep),
-        connection=pc.filter(connection, keep),
+        rows=kept(rows),
+        connection=kept(connection),
         month=pc.utf8_slice_codeunits(usage_start, 0, 7),
-        cost=pc.filter(rendered[cbf.COST], keep),
+        cost=kept(rendered[cbf.COST]),
         usage_start=usage_start if settings.operation == "replace_hourly" else None,
         order=source.order,
     )
@@ -277,12 +280,24 @@ def _json_escape(name, column, problems):
     """The column's text as the inside of a JSON string; control characters are problems.
 
     One scan answers "anything to do?"; most columns (ids, numbers, times) need nothing."""
-    if not pc.any(pc.match_substring_regex(column, _NEEDS_CARE)).as_py():
+    if not _has_special_bytes(column):
         return column
     problems.add(_mask(pc.match_substring_regex(column, _CONTROL_CHARS)), f"{name} contains a control character")
     for raw, escaped in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
         column = pc.replace_substring(column, raw, escaped)
     return column
+
+
+def _has_special_bytes(column):
+    """Whether any value holds a control character, `"` or `\\`: a byte scan of the values
+    buffer, far faster than a regular expression. UTF-8 never uses bytes below 0x80 inside
+    a multi-byte character, so a byte test is exact; bytes under a null slot can only make
+    it say yes, which costs a closer look, never a wrong row."""
+    if len(column) == 0 or column.null_count == len(column):
+        return False
+    offsets = np.frombuffer(column.buffers()[1], np.int32, len(column) + 1, column.offset * 4)
+    data = np.frombuffer(column.buffers()[2], np.uint8)[offsets[0]:offsets[-1]]
+    return bool((data < 0x20).any() or (data == 0x22).any() or (data == 0x5C).any())
 
 
 def _json_rows(named_columns, problems, plain=frozenset()):

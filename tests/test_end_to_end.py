@@ -223,3 +223,17 @@ def test_multi_process_runner_pickles_everything(emulator, tmp_path):
         report = json.load(handle)
     assert report["rows_read"] == 123 and report["bodies_sent"] == emulator.applied_drops
     assert emulator.concurrency_violations == 0
+
+
+def test_a_failing_job_ends_with_one_clear_line(emulator, tmp_path, capsys, monkeypatch):
+    from pipeline import graph
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(graph, "write_report", broken)
+    code, _, printed = run_cli(["--input", _fixture_path(), "--connection_id", "c1"] + _common(emulator, tmp_path),
+                               capsys)
+    assert code == 1
+    assert "error: the Beam job did not finish" in printed and "disk full" in printed
+    assert "Traceback" not in printed
