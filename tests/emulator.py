@@ -575,9 +575,13 @@ def _store_batch(obj: dict) -> _Batch:
 def _count_hours(data: list) -> dict:
     """Throughput mode: {utc hour: [rows, exact cost]}. Raises on malformed rows."""
     hours: dict[str, list] = {}
+    hour_of: dict[str, Optional[str]] = {}  # rows share few timestamps: parse each once
     with decimal.localcontext(_EXACT):
         for row in data:
-            hour = utc_hour(row["time/usage_start"])
+            start = row["time/usage_start"]
+            hour = hour_of.get(start)
+            if hour is None:
+                hour = hour_of[start] = utc_hour(start)
             if hour is None:
                 raise ValueError("bad time/usage_start")
             cost = Decimal(row["cost/cost"])

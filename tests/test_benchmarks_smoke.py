@@ -1,0 +1,79 @@
+"""Smoke test of the benchmark harness (not timed): small data, real children, exact totals.
+
+Generates 2,000 rows, runs the plain-Python floor and the pipeline (Parquet) as child processes
+through `benchmarks.run`, against the emulator in throughput mode, and checks that what arrived
+equals expected.json exactly: rows and Decimal cost per (connection, month). No timing assertions.
+"""
+import json
+import os
+from decimal import Decimal
+
+import pytest
+
+from benchmarks import generate, run
+
+ROWS = 2_000
+KEY = "bench-smoke-key-0c9f"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("bench-data") / "rows-2000")
+    expected = generate.generate(out, rows=ROWS, seed=3, log=lambda *_: None)
+    return out, expected
+
+
+@pytest.fixture
+def emulator():
+    with run.InProcessEmulator(KEY, latency=0.0) as emu:
+        yield emu
+
+
+def _arrived(emulator):
+    return {conn: {month: (entry["rows"], Decimal(entry["cost"])) for month, entry in months.items()}
+            for conn, months in emulator.stats()["totals"].items()}
+
+
+def _wanted(expected):
+    return {conn: {month: (entry["rows"], Decimal(entry["cost"])) for month, entry in months.items()}
+            for conn, months in expected["streams"].items()}
+
+
+def test_generated_data_is_deterministic_and_complete(data, tmp_path):
+    out, expected = data
+    assert expected["rows"] == ROWS
+    assert sum(m["rows"] for months in expected["streams"].values() for m in months.values()) == ROWS
+    assert len(expected["streams"]) == generate.DEFAULT_CONNECTIONS
+    assert all(len(months) == len(generate.DEFAULT_MONTHS) for months in expected["streams"].values())
+    assert sorted(os.listdir(os.path.join(out, "parquet"))) == [f"part-{i:03d}.parquet" for i in range(8)]
+    assert len(os.listdir(os.path.join(out, "csv"))) == 8
+    again = generate.generate(str(tmp_path / "again"), rows=ROWS, seed=3, csv_copy=False, log=lambda *_: None)
+    assert again["streams"] == expected["streams"] and again["total_cost"] == expected["total_cost"]
+    with open(os.path.join(out, "parquet", "part-000.parquet"), "rb") as a, \
+            open(str(tmp_path / "again" / "parquet" / "part-000.parquet"), "rb") as b:
+        assert a.read() == b.read()
+
+
+@pytest.mark.parametrize("contender", ["floor", "pipeline-parquet"])
+def test_contender_delivers_exactly_the_expected_totals(contender, data, emulator, tmp_path):
+    out, expected = data
+    result = run.run_contender(contender, out, expected, emulator, KEY, str(tmp_path), timeout=120)
+    with open(os.path.join(run.ROOT, result["log"]), encoding="utf-8", errors="replace") as handle:
+        output = handle.read()[-3000:]
+    assert result["exit_code"] == 0, output
+    assert _arrived(emulator) == _wanted(expected), output
+    assert result["verified"], result["problems"]
+    assert result["emulator"]["concurrency_violations"] == 0
+    assert result["peak_rss_mb"] > 0 and result["wall_s"] > 0
+
+
+def test_verify_reports_a_wrong_cost_as_a_mismatch(data):
+    _, expected = data
+    stats = {"totals": json.loads(json.dumps(expected["streams"])), "concurrency_violations": 0}
+    assert run.verify(stats, expected) == []
+    connection = sorted(stats["totals"])[0]
+    month = sorted(stats["totals"][connection])[0]
+    stats["totals"][connection][month]["cost"] = str(Decimal(stats["totals"][connection][month]["cost"])
+                                                     + Decimal("0.00000001"))
+    problems = run.verify(stats, expected)
+    assert len(problems) == 1 and connection in problems[0]
