@@ -7,7 +7,6 @@ The API key is read in `setup()` on the worker and lives only in memory there.
 """
 import collections
 import concurrent.futures
-import logging
 import threading
 import typing
 
@@ -22,9 +21,6 @@ from pipeline import api_key, config as run_config, delivery, packing
 from pipeline.anycost_client import AnyCostClient
 from pipeline.retry import RetryPolicy
 from pipeline.run_state import RunState
-
-LOG = logging.getLogger("cloudzero.sink")
-
 
 class _Tally(delivery.Observer):
     """Counts from the sending threads, applied to Beam metrics on the bundle's thread
