@@ -70,7 +70,7 @@ def inspect(fileobj, path, fmt) -> FileInfo:
                 if problem:
                     raise InputFileError(f"{path}: column {field.name!r} {problem}")
             return FileInfo(path, fmt, list(schema.names), parquet.num_row_groups)
-        names, _ = _peek_csv_header(_open_text_stream(fileobj, fmt), path)
+        names, _, _ = _peek_csv_header(_open_text_stream(fileobj, fmt), path)
         return FileInfo(path, fmt, names)
     except InputFileError:
         raise
@@ -108,6 +108,9 @@ def read_batches(fileobj, path, fmt, row_groups=None) -> Iterator[TextBatch]:
     except InputFileError:
         raise
     except (pa.ArrowException, OSError, EOFError, zlib.error, ValueError) as err:
+        if "straddling" in str(err):  # Arrow's words for a row longer than one read block
+            raise InputFileError(f"{path}: a row is longer than {CSV_BLOCK_BYTES >> 20} MB, more than "
+                                 "any 5 MB body can hold; reading stopped there") from None
         raise InputFileError(f"{path}: reading stopped part-way: {_short(err)}") from None
 
 
@@ -166,7 +169,7 @@ class _CsvRowNumbers:
 
 
 def _csv_batches(stream, path):
-    names, stream = _peek_csv_header(stream, path)
+    names, stream, checked = _peek_csv_header(stream, path)
     if not names:
         return
     if len(set(names)) != len(names):
@@ -195,23 +198,29 @@ def _csv_batches(stream, path):
             raise InputFileError(f"{path}: the header could not be read consistently "
                                  f"(Arrow found columns {batch.schema.names[:20]})")
         row_numbers = numbers.assign(batch.num_rows)
-        text, keep, utf8_rejects = _reject_invalid_utf8(batch, path, row_numbers)
+        if checked.found_invalid:  # the stream has marked bytes somewhere: find their rows
+            batch, keep, utf8_rejects = _reject_invalid_utf8(batch, path, row_numbers)
+            row_numbers = row_numbers[keep]
+        else:
+            utf8_rejects = []
         rejects, parser_rejects[:] = parser_rejects + utf8_rejects, []
-        yield TextBatch(text, row_numbers[keep], rejects)
+        yield TextBatch(batch, row_numbers, rejects)
     if parser_rejects:
         yield TextBatch(pa.RecordBatch.from_arrays([pa.array([], pa.string())] * len(names), names=names),
                         np.zeros(0, np.int64), list(parser_rejects))
 
 
 def _peek_csv_header(stream, path):
-    """The header's fields (quoted names allowed, BOM removed) and a stream that still
-    starts at the header, so that Arrow can read every column as text, never inferred."""
+    """The header's fields (quoted names allowed, BOM removed), a stream that still starts
+    at the header, so that Arrow can read every column as text, never inferred, and the
+    `_CheckedText` under that stream."""
     data = stream.read(1 << 20)
     if data.startswith(_BOM):
         data = data[len(_BOM):]
-    rest = io.BufferedReader(_CheckedText(data, stream), CSV_BLOCK_BYTES)
+    checked = _CheckedText(data, stream)
+    rest = io.BufferedReader(checked, CSV_BLOCK_BYTES)
     if not data.strip():
-        return [], rest
+        return [], rest, checked
     line = re.split(rb"\r\n|\r|\n", data, maxsplit=1)[0]  # Arrow also ends a line at a lone CR
     try:
         names = next(csv.reader([line.decode("utf-8")]))
@@ -219,7 +228,7 @@ def _peek_csv_header(stream, path):
         raise InputFileError(f"{path}: the header is not valid UTF-8 (byte {err.start})") from None
     except csv.Error as err:
         raise InputFileError(f"{path}: the header cannot be read as CSV: {err}") from None
-    return names, rest
+    return names, rest, checked
 
 
 def _reject_invalid_utf8(batch, path, row_numbers):
@@ -274,6 +283,7 @@ class _CheckedText(io.RawIOBase):
         self._out = b""
         self._last = b"\n"  # nothing read yet: an empty file stays empty
         self._eof = False
+        self.found_invalid = False  # set once any byte had to be marked
 
     def readable(self):
         return True
@@ -289,6 +299,7 @@ class _CheckedText(io.RawIOBase):
         except UnicodeDecodeError:
             text, consumed = codecs.utf_8_decode(data, "cbf-mark-invalid-utf8", final)
             out = text.encode("utf-8")
+            self.found_invalid = True
         self._carry = data[consumed:]
         if final:
             self._eof = True

@@ -407,3 +407,10 @@ def test_random_csv_never_crashes(body, with_header):
 def test_random_bytes_never_crash(data):
     for fmt, path in (("csv", "r.csv"), ("csv.gz", "r.csv.gz"), ("parquet", "r.parquet")):
         _survives(data, fmt, path)
+
+
+def test_a_row_longer_than_a_read_block_is_named_as_such(monkeypatch):
+    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 1 << 20)
+    data = HEADER + b'2024-08-16T13:00:00Z,1,"' + b"x" * (3 << 20) + b'"\n'
+    with pytest.raises(InputFileError, match=r"^big\.csv: a row is longer than 1 MB"):
+        read_all(data, path="big.csv")
