@@ -58,7 +58,14 @@ TEMPLATE_SPEC = BUCKET + "/templates/cloudzero-anycost.json"  # from gcloud data
 
 LABELS = {"app": "cloudzero-anycost", "team": "finops"}
 
-DEFAULT_ARGS = {"retries": 1, "retry_delay": dt.timedelta(minutes=10)}
+# Shared by both DAGs: one upload a day, retried once (with state_path, a retry resumes).
+DAG_SETTINGS = dict(
+    schedule="@daily",
+    start_date=dt.datetime(2024, 1, 1),
+    catchup=False,
+    default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=10)},
+    tags=["cloudzero", "finops"],
+)
 
 
 @task
@@ -77,11 +84,7 @@ def check_report(report_path):
 with DAG(
     dag_id="cloudzero_anycost_beam",
     description="Upload CBF files to CloudZero AnyCost Stream with the Beam operator on Dataflow",
-    schedule="@daily",
-    start_date=dt.datetime(2024, 1, 1),
-    catchup=False,
-    default_args=DEFAULT_ARGS,
-    tags=["cloudzero", "finops"],
+    **DAG_SETTINGS,
 ) as beam_dag:
     upload = BeamRunPythonPipelineOperator(
         task_id="upload_cbf",
@@ -131,11 +134,7 @@ with DAG(
 with DAG(
     dag_id="cloudzero_anycost_flex_template",
     description="Upload CBF files to CloudZero AnyCost Stream with the connector's Flex Template",
-    schedule="@daily",
-    start_date=dt.datetime(2024, 1, 1),
-    catchup=False,
-    default_args=DEFAULT_ARGS,
-    tags=["cloudzero", "finops"],
+    **DAG_SETTINGS,
 ) as flex_dag:
     launch = DataflowStartFlexTemplateOperator(
         task_id="upload_cbf",
