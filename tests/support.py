@@ -3,6 +3,7 @@ import csv
 import io
 import json
 import os
+import tempfile
 from decimal import Decimal
 
 import pyarrow as pa
@@ -45,7 +46,13 @@ def run_cli(args, capsys=None):
     for arg in args:
         if arg.startswith("--report_path="):
             report_path = arg.split("=", 1)[1]
-    code = cli.main(list(args) + PINNED_RUNNER)
+    # Default output locations are relative to the working directory: keep them out of the repo.
+    here = os.getcwd()
+    os.chdir(tempfile.mkdtemp(prefix="cloudzero-test-run-"))
+    try:
+        code = cli.main(list(args) + PINNED_RUNNER)
+    finally:
+        os.chdir(here)
     printed = ""
     if capsys is not None:
         captured = capsys.readouterr()
