@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline import cbf, normalise, readers
+from tests.emulator import validate_body
 
 # An exception Arrow swallows inside a callback is a bug here, not a warning.
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
@@ -43,6 +44,9 @@ def _consume(data, fmt, name="fuzz"):
                 for row in rows:
                     assert all(isinstance(v, str) and v for v in row.values())
                     assert row[cbf.USAGE_START][:7] == month
+                # The emulator's strictness is the oracle: whatever the input, what passes
+                # validation here must pass the API's rules there.
+                assert validate_body({"month": month, "operation": "sum", "data": rows}) == []
                 good += rows
         for record in rejects:
             assert record["reason"] and record["file"] == path and isinstance(record["row"], int)
@@ -119,3 +123,33 @@ def test_random_parquet_shapes_are_read_or_rejected_row_by_row(columns, rows, se
     assert not isinstance(outcome, readers.InputFileError)
     good, rejects = outcome
     assert len(good) + len(rejects) == rows
+
+
+_TIMES = st.builds(
+    lambda d, h, m, frac, zone, sep: f"2024-08-{d:02d}{sep}{h:02d}:{m:02d}:00{frac}{zone}",
+    st.integers(1, 31), st.integers(0, 23), st.integers(0, 59), st.sampled_from(["", ".5", ".123456789"]),
+    st.sampled_from(["Z", "", "+05:30", "-01:00", "+00:00"]), st.sampled_from(["T", " "]))
+_NUMBERS = st.one_of(
+    st.decimals(allow_nan=False, allow_infinity=False, places=6, min_value=-10**9, max_value=10**9).map(str),
+    st.sampled_from(["1.5E+2", "-2.5e-3", "+.5", "0", "-0.000", "7."]))
+_FREE_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")) | st.sampled_from('"\\,\n\t'),
+                     max_size=20)
+
+
+@FAST
+@given(st.lists(st.tuples(_TIMES, _NUMBERS, _FREE_TEXT, _FREE_TEXT, st.sampled_from(["", "Usage", "Credit"])),
+                min_size=1, max_size=25))
+def test_mostly_valid_csv_rows_arrive_with_their_text_intact(rows):
+    header = ["time/usage_start", "cost/cost", "lineitem/description", "resource/tag:team", "lineitem/type",
+              "resource/id"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([list(r) + ["res-1"] for r in rows])
+    good, rejects = _consume(buffer.getvalue().encode("utf-8"), "csv")
+    assert rejects == []  # every row here is valid CBF, whatever its text holds
+    assert [g.get("lineitem/description", "") for g in good] == [r[2] for r in rows]
+    assert [g.get("resource/tag:team", "") for g in good] == [r[3] for r in rows]
+    for row, source in zip(good, rows):
+        assert Decimal(row["cost/cost"]) == Decimal(source[1].strip())
+        assert "E" not in row["cost/cost"].upper() and row["time/usage_start"].endswith("Z")
