@@ -237,3 +237,18 @@ def test_a_failing_job_ends_with_one_clear_line(emulator, tmp_path, capsys, monk
     assert code == 1
     assert "error: the Beam job did not finish" in printed and "disk full" in printed
     assert "Traceback" not in printed
+
+
+def test_bodies_are_byte_identical_across_runners(emulator, tmp_path):
+    _mixed_inputs(tmp_path)
+    from pipeline import main as cli
+    outputs = []
+    for mode, workers in (("in_memory", 1), ("multi_processing", 2), ("multi_threading", 2)):
+        out = tmp_path / f"bodies-{mode}"
+        code = cli.main(["--input", str(tmp_path / "in" / "*"), "--stream_column", "connection_id",
+                         "--max_body_bytes", "1500", "--dry_run", "--output_dir", str(out),
+                         f"--report_path={tmp_path}/report-{mode}.json", f"--dead_letter_path={tmp_path}/dead",
+                         "--runner=DirectRunner", f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"])
+        assert code == 0
+        outputs.append({str(f.relative_to(out)): f.read_bytes() for f in sorted(out.glob("*/*/*.json"))})
+    assert outputs[0] == outputs[1] == outputs[2] and len(outputs[0]) > 6
