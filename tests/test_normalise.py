@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from pipeline import cbf, values
-from pipeline.normalise import Settings, SourceBatch, decimal_sum, dumps_reject, normalise_batch
+from pipeline.chunking import decimal_sum
+from pipeline.normalise import Settings, SourceBatch, dumps_reject, normalise_batch
 
 START, END, COST = "time/usage_start", "time/usage_end", "cost/cost"
 GOOD = {START: "2024-08-16T13:00:00Z", COST: "12"}

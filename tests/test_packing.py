@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from pipeline import cbf, values
-from pipeline.normalise import Chunk
+from pipeline.chunking import Chunk
 from pipeline.packing import cut_bodies, idempotency_key, plan_stream_month
 
 MONTH = "2024-08"
