@@ -21,7 +21,7 @@ def gate_reason(stats, summaries, config):
     if rejected > config.max_rejected_rows:
         return (f"{rejected} rows were rejected, more than --max_rejected_rows {config.max_rejected_rows}; "
                 "nothing was posted. Fix the rows in the dead-letter files and run again")
-    refused = [s for s in summaries if s.refused]
+    refused = sorted((s for s in summaries if s.refused), key=lambda s: (s.connection_id, s.month))
     if refused and config.operation != "sum":
         first = refused[0]
         return (f"{config.operation}: {first.connection_id} {first.month} was refused ({first.refused}); "

@@ -129,10 +129,11 @@ class SendConnections(beam.DoFn):
                 state=self._state, observer=self._tally)
             if config.mode == run_config.VALIDATE_ONLY:
                 return sender.validate(bodies)
-            if config.mode == run_config.VERIFY_ONLY:
-                for _ in bodies:  # plan every month, send nothing
-                    pass
-                return sender.verify(plans)
+            if config.mode == run_config.VERIFY_ONLY:  # the months' totals only: no bodies built
+                return sender.verify([
+                    packing.plan_stream_month(connection_id, month, months[month], config.operation,
+                                              config.max_body_bytes, with_bodies=False)
+                    for month in sorted(months)])
             results = sender.send(bodies)
             if config.verify:
                 results += sender.verify(plans)
