@@ -13,7 +13,7 @@ CLOUDZERO_API_KEY="$(.venv/bin/python -c 'import secrets; print(secrets.token_he
 export CLOUDZERO_API_KEY
 mkdir -p out
 port_file="$(mktemp)"
-.venv/bin/python -m tests.emulator --port 0 --port_file "$port_file" > out/emulator.log 2>&1 &
+.venv/bin/python -m anycost_emulator --port 0 --port_file "$port_file" > out/emulator.log 2>&1 &
 emulator=$!
 trap 'kill "$emulator" 2>/dev/null || true; wait "$emulator" 2>/dev/null || true; rm -f "$port_file"' EXIT
 for _ in $(seq 100); do [[ -s "$port_file" ]] && break; sleep 0.1; done
@@ -32,5 +32,5 @@ status=0
 
 echo
 echo "What the emulator now holds:"
-.venv/bin/python -m tests.emulator_stats "$api_url"
+.venv/bin/python -m anycost_emulator.stats "$api_url"
 exit "$status"

@@ -9,7 +9,7 @@ setuptools.setup(
     name="cloudzero-anycost-beam",
     version="0.1.0",
     description="Apache Beam pipeline that uploads Common Bill Format files to CloudZero AnyCost Stream",
-    packages=["pipeline", "transforms"],
+    packages=["anycost", "anycost_emulator", "pipeline", "transforms"],
     python_requires=">=3.9",
     install_requires=[
         "apache-beam>=2.60",

@@ -85,7 +85,7 @@ def ensure_data(rows, seed, root=DATA_DIR):
 # --------------------------------------------------------------------------------------------
 
 class EmulatorProcess:
-    """`python -m tests.emulator` on a free loopback port; stopped with SIGTERM by its own pid."""
+    """`python -m anycost_emulator` on a free loopback port; stopped with SIGTERM by its own pid."""
 
     def __init__(self, key, log_path, mode="throughput", latency=0.0):
         self.key, self.log_path, self.mode, self.latency = key, log_path, mode, latency
@@ -97,7 +97,7 @@ class EmulatorProcess:
         env = dict(os.environ, CLOUDZERO_API_KEY=self.key)
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [PYTHON, "-m", "tests.emulator", "--port", "0", "--port_file", port_file, "--mode", self.mode,
+            [PYTHON, "-m", "anycost_emulator", "--port", "0", "--port_file", port_file, "--mode", self.mode,
              "--latency", str(self.latency)], cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -149,7 +149,7 @@ class InProcessEmulator:
     """The same emulator in this process (for --streams, which needs each request's timing)."""
 
     def __init__(self, key, latency):
-        from tests.emulator import Emulator  # pylint: disable=import-outside-toplevel
+        from anycost_emulator import Emulator  # pylint: disable=import-outside-toplevel
         self.emulator = Emulator(api_key=key, mode="throughput", latency_seconds=latency)
 
     def __enter__(self):

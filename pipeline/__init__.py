@@ -1,6 +1,5 @@
-"""CloudZero AnyCost Stream connector: Common Bill Format files to billing drops.
+"""The command line: `python -m pipeline` builds the file pipeline from the public transforms.
 
-Pure modules (no Beam, no HTTP): cbf, values, typed_text, normalise, chunking, readers, packing,
-retry, delivery, verify, report, config. Edges: anycost_client (HTTP), api_key (environment,
-Secret Manager), run_state and files (Beam filesystems), graph and main (the Beam program).
+Imports run one way: `pipeline` (command line, graph) -> `transforms` (the public Beam API)
+-> `anycost` (the core: CBF rules, rendering, packing, retry, delivery, HTTP, ledger).
 """

@@ -16,7 +16,7 @@ import logging
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import report as run_report
+from anycost import report as run_report
 from transforms.plan import PlanDrops
 from transforms.read import FILE_ERRORS, REJECTS, STATS, ReadCbf, SumTuples
 from transforms.sink import WriteBillingDrops

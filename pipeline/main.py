@@ -14,11 +14,11 @@ import os
 import sys
 import tempfile
 
-from pipeline import api_key, cbf
-from pipeline import config as run_config
-from pipeline import files
-from pipeline import report as run_report
-from pipeline.anycost_client import url_problem
+from anycost import api_key, cbf
+from anycost import config as run_config
+from anycost import files
+from anycost import report as run_report
+from anycost.client import url_problem
 
 LOG = logging.getLogger("cloudzero")
 USAGE_ERROR, INPUT_ERROR = 2, 3

@@ -1,8 +1,8 @@
-"""pipeline.cbf: which columns exist, tag keys, column order, connection ids."""
+"""anycost.cbf: which columns exist, tag keys, column order, connection ids."""
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pipeline import cbf
+from anycost import cbf
 
 DOCUMENTED = [
     "lineitem/id", "lineitem/type", "lineitem/description", "lineitem/cloud_provider",

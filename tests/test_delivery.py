@@ -1,13 +1,13 @@
-"""pipeline.delivery.ConnectionSender with a fake client, clock and state: order, one request
+"""anycost.delivery.ConnectionSender with a fake client, clock and state: order, one request
 at a time, the same key on every retry, stop after a permanent failure, resume from state."""
 import random
 
 import pytest
 
-from pipeline import delivery
-from pipeline.delivery import ALREADY_DELIVERED, DELIVERED, FAILED, INVALID, NOT_SENT, VALID, ConnectionSender
-from pipeline.packing import PlannedBody, idempotency_key
-from pipeline.retry import Outcome, RetryPolicy
+from anycost import delivery
+from anycost.delivery import ALREADY_DELIVERED, DELIVERED, FAILED, INVALID, NOT_SENT, VALID, ConnectionSender
+from anycost.packing import PlannedBody, idempotency_key
+from anycost.retry import Outcome, RetryPolicy
 
 OK = Outcome(status=201, payload={"connection": {"drop_id": "d-1", "month": "2024-08", "row_count": 1}})
 

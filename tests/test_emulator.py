@@ -1,4 +1,4 @@
-"""Tests of the local AnyCost Stream emulator (tests/emulator.py). Loopback only, fast."""
+"""Tests of the local AnyCost Stream emulator (anycost_emulator/emulator.py). Loopback only, fast."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests import emulator as emulator_module
-from tests.emulator import Emulator, FaultConfig, validate_body
+import anycost_emulator.emulator as emulator_module
+from anycost_emulator import Emulator, FaultConfig, validate_body
 
 KEY = "test-api-key-123"
 FIXTURE = Path("/work/shared/fixtures/cloudzero-example-cbf.csv")
@@ -860,7 +860,7 @@ def test_cli_subprocess(tmp_path):
     port_file = tmp_path / "port"
     env = {**os.environ, "CLOUDZERO_API_KEY": KEY, "PYTHONPATH": str(PROJECT_ROOT)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.emulator", "--port", "0", "--port_file", str(port_file),
+        [sys.executable, "-m", "anycost_emulator", "--port", "0", "--port_file", str(port_file),
          "--faults", '{"script": ["ok"]}'],
         cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -889,7 +889,7 @@ def test_cli_without_key_exits_2(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "MISSING_KEY_VAR"}
     env["PYTHONPATH"] = str(PROJECT_ROOT)
     result = subprocess.run(
-        [sys.executable, "-m", "tests.emulator", "--port", "0", "--api_key_env",
+        [sys.executable, "-m", "anycost_emulator", "--port", "0", "--api_key_env",
          "MISSING_KEY_VAR"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=10)
     assert result.returncode == 2
     assert "MISSING_KEY_VAR" in result.stderr and len(result.stderr.strip().splitlines()) == 1

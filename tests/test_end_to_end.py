@@ -8,7 +8,7 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
-from tests.emulator import Emulator
+from anycost_emulator import Emulator
 from tests.support import (TEST_KEY, emulator_totals, expected_totals, read_dead_letters, run_cli,
                            write_csv, write_parquet)
 

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import cbf, normalise, readers, values
-from tests.emulator import validate_body
+from anycost import cbf, normalise, readers, values
+from anycost_emulator import validate_body
 
 # An exception Arrow swallows inside a callback is a bug here, not a warning.
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")

@@ -5,7 +5,7 @@ import os
 import pyarrow as pa
 import pytest
 
-from tests.emulator import Emulator
+from anycost_emulator import Emulator
 from tests.support import TEST_KEY, read_dead_letters, run_cli, write_parquet
 
 GOOD = b"2024-08-01T00:00:00Z,1.5,r1\n"

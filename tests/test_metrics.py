@@ -4,9 +4,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 import apache_beam as beam
 
-from pipeline import files, graph
-from pipeline.config import RunConfig
-from tests.emulator import Emulator, FaultConfig
+from anycost import files
+from pipeline import graph
+from anycost.config import RunConfig
+from anycost_emulator import Emulator, FaultConfig
 from tests.support import TEST_KEY, write_csv
 
 

@@ -1,4 +1,4 @@
-"""pipeline.normalise: one test per validation rule, then property tests against a slow,
+"""anycost.normalise: one test per validation rule, then property tests against a slow,
 row-by-row reference implementation written here."""
 import decimal
 import json
@@ -10,9 +10,9 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
-from pipeline import cbf, values
-from pipeline.chunking import decimal_sum
-from pipeline.normalise import Settings, SourceBatch, dumps_reject, normalise_batch
+from anycost import cbf, values
+from anycost.chunking import decimal_sum
+from anycost.normalise import Settings, SourceBatch, dumps_reject, normalise_batch
 
 START, END, COST = "time/usage_start", "time/usage_end", "cost/cost"
 GOOD = {START: "2024-08-16T13:00:00Z", COST: "12"}

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from tests.emulator import Emulator
+from anycost_emulator import Emulator
 from tests.support import TEST_KEY, emulator_totals, expected_totals, run_cli, write_csv
 
 HEADER = ["connection_id", "time/usage_start", "cost/cost", "resource/id"]

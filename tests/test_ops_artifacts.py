@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import api_key, cbf
+from anycost import api_key, cbf
 from pipeline import main as cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -328,7 +328,7 @@ def test_dockerfile():
     assert re.search(r"^RUN pip install .*\"?\.\[gcp\]\"?", text, re.M)
     assert re.search(r"^ENV FLEX_TEMPLATE_PYTHON_PY_FILE=\S*pipeline/__main__\.py$", text, re.M)
     assert re.search(r"^ENV FLEX_TEMPLATE_PYTHON_SETUP_FILE=\S*setup\.py$", text, re.M)
-    for source in ("setup.py", "pipeline", "transforms"):
+    for source in ("setup.py", "anycost", "anycost_emulator", "pipeline", "transforms"):
         assert re.search(rf"^COPY {re.escape(source)} ", text, re.M), source
 
 
@@ -467,7 +467,7 @@ def test_wheel_holds_both_packages_and_no_tests(tmp_path):
     source.mkdir()
     shutil.copy2(REPO / "setup.py", source / "setup.py")
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for package in ("pipeline", "transforms", "tests"):  # tests/ too: it must stay out
+    for package in ("anycost", "anycost_emulator", "pipeline", "transforms", "tests"):  # tests/ too: it must stay out
         shutil.copytree(REPO / package, source / package, ignore=ignore)
     out = tmp_path / "dist"
     cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(source)]
@@ -478,9 +478,9 @@ def test_wheel_holds_both_packages_and_no_tests(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     (wheel,) = out.glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for required in ("pipeline/__main__.py", "pipeline/normalise.py", "transforms/sink.py"):
+    for required in ("pipeline/__main__.py", "anycost/normalise.py", "transforms/sink.py", "anycost_emulator/__main__.py"):
         assert required in names
-    for package in ("pipeline", "transforms"):
+    for package in ("anycost", "anycost_emulator", "pipeline", "transforms"):
         for module in (REPO / package).glob("*.py"):
             assert f"{package}/{module.name}" in names
     assert not [name for name in names if name.startswith("tests/") or "/tests/" in name]

@@ -1,4 +1,4 @@
-"""pipeline.readers: CSV, gzip CSV and Parquet as text batches with row numbers; broken files."""
+"""anycost.readers: CSV, gzip CSV and Parquet as text batches with row numbers; broken files."""
 import decimal
 import gc
 import gzip
@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import normalise, readers
-from pipeline.readers import InputFileError, inspect, read_batches
+from anycost import normalise, readers
+from anycost.readers import InputFileError, inspect, read_batches
 
 HEADER = b"time/usage_start,cost/cost,lineitem/description\n"
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.emulator import Emulator, FaultConfig
+from anycost_emulator import Emulator, FaultConfig
 from tests.support import TEST_KEY, emulator_totals, expected_totals, run_cli, write_csv
 
 HEADER = ["connection_id", "time/usage_start", "cost/cost", "resource/id", "lineitem/description"]
@@ -130,7 +130,7 @@ def test_the_key_never_appears_in_logs_reports_or_dead_letters(key, tmp_path, ca
 
 def test_the_sink_cannot_be_pickled_with_the_key(key):
     import pickle
-    from pipeline.config import RunConfig
+    from anycost.config import RunConfig
     from transforms.sink import SendConnections
     sink = SendConnections(RunConfig(inputs=("x",), connection_id="c"))
     assert TEST_KEY.encode() not in pickle.dumps(sink)
@@ -145,8 +145,8 @@ def test_the_sink_cannot_be_pickled_with_the_key(key):
 def test_a_server_echoing_the_key_is_redacted(key):
     import http.server
     import threading
-    from pipeline.anycost_client import AnyCostClient
-    from pipeline.api_key import ApiKey
+    from anycost.client import AnyCostClient
+    from anycost.api_key import ApiKey
 
     class Echo(http.server.BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 (http.server's naming)

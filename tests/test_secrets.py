@@ -4,9 +4,10 @@ import types
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import api_key, files, graph
-from pipeline.config import RunConfig
-from tests.emulator import Emulator
+from anycost import api_key, files
+from pipeline import graph
+from anycost.config import RunConfig
+from anycost_emulator import Emulator
 from tests.support import TEST_KEY, run_cli, write_csv
 
 SECRET = "projects/p/secrets/cloudzero/versions/3"

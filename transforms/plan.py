@@ -8,7 +8,7 @@ import typing
 
 import apache_beam as beam
 
-from pipeline import packing
+from anycost import packing
 
 
 def without_rows(keyed_chunk):

@@ -4,7 +4,7 @@ import typing
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline import files, normalise, readers
+from anycost import files, normalise, readers
 
 REJECTS, STATS, FILE_ERRORS = "rejects", "stats", "file_errors"
 

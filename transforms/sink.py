@@ -17,10 +17,10 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from pipeline import api_key, config as run_config, delivery, packing
-from pipeline.anycost_client import AnyCostClient
-from pipeline.retry import RetryPolicy
-from pipeline.run_state import RunState
+from anycost import api_key, config as run_config, delivery, packing
+from anycost.client import AnyCostClient
+from anycost.retry import RetryPolicy
+from anycost.run_state import RunState
 
 class _Tally(delivery.Observer):
     """Counts from the sending threads, applied to Beam metrics on the bundle's thread

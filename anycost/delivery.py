@@ -11,7 +11,7 @@ import random
 import time
 from typing import List, Optional
 
-from pipeline.retry import Outcome, RetryPolicy
+from anycost.retry import Outcome, RetryPolicy
 
 LOG = logging.getLogger("cloudzero.delivery")
 
@@ -113,8 +113,8 @@ class ConnectionSender:
         return results
 
     def verify(self, summaries):
-        """Read each month back and compare it with the input (see `pipeline.verify`)."""
-        from pipeline import verify  # pylint: disable=import-outside-toplevel
+        """Read each month back and compare it with the input (see `anycost.verify`)."""
+        from anycost import verify  # pylint: disable=import-outside-toplevel
         records = []
         for summary in sorted(summaries, key=lambda s: s.month):
             if summary.refused:

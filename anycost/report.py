@@ -7,7 +7,7 @@ No Beam, no HTTP.
 """
 import collections
 
-from pipeline import delivery
+from anycost import delivery
 
 GOOD_MONTH_STATUSES = {"delivered", "dry_run", "valid", "verified"}
 

@@ -12,8 +12,8 @@ from typing import List, Optional
 
 import numpy as np
 
-from pipeline import cbf, values
-from pipeline.normalise import BODY_SUFFIX, body_prefix
+from anycost import cbf, values
+from anycost.normalise import BODY_SUFFIX, body_prefix
 
 
 @dataclasses.dataclass(frozen=True)

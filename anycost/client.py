@@ -1,6 +1,6 @@
 """HTTP only: one request to the AnyCost Stream API, turned into an `Outcome`.
 
-No retries and no ordering here (see `pipeline.retry` and `pipeline.delivery`); this class
+No retries and no ordering here (see `anycost.retry` and `anycost.delivery`); this class
 only knows URLs, headers and how to read CloudZero's answers. TLS verification is always
 on. Only a validated connection id ever reaches a URL path.
 """
@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from pipeline import cbf
-from pipeline.retry import Outcome
+from anycost import cbf
+from anycost.retry import Outcome
 
 API_PREFIX = "/v2/connections/billing/anycost"
 

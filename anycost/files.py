@@ -12,7 +12,7 @@ from typing import List, Optional, Tuple
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import readers
+from anycost import readers
 
 PARQUET_ROW_GROUPS_PER_SPLIT = 4
 

@@ -20,8 +20,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from pipeline import cbf, typed_text
-from pipeline.normalise import reject_record
+from anycost import cbf, typed_text
+from anycost.normalise import reject_record
 
 CSV_BLOCK_BYTES = 16 << 20  # must exceed the largest row; a 5 MB body bounds useful rows
 PARQUET_BATCH_ROWS = 65_536

@@ -2,8 +2,8 @@
 import dataclasses
 from typing import Optional, Tuple
 
-from pipeline import cbf
-from pipeline.normalise import Settings
+from anycost import cbf
+from anycost.normalise import Settings
 
 SEND, DRY_RUN, VALIDATE_ONLY, VERIFY_ONLY = "send", "dry_run", "validate_only", "verify_only"
 

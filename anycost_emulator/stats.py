@@ -1,4 +1,4 @@
-"""Print what a running emulator holds, per stream and month: `python -m tests.emulator_stats URL`."""
+"""Print what a running emulator holds, per stream and month: `python -m anycost_emulator.stats URL`."""
 import json
 import sys
 import urllib.request

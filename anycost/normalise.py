@@ -1,6 +1,6 @@
 """Validate and render a batch of CBF rows, column by column, into JSON lines.
 
-Input: an Arrow record batch whose columns are CBF text (see `pipeline.typed_text` for how
+Input: an Arrow record batch whose columns are CBF text (see `anycost.typed_text` for how
 Parquet types become text). Output: the good rows as JSON objects grouped by
 (connection id, UTC month), and one reject record per bad row.
 
@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import cbf, chunking, typed_text, values
+from anycost import cbf, chunking, typed_text, values
 
 _STRING = pa.string()
 _NULL_STRING = pa.scalar(None, _STRING)

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import values
+from anycost import values
 
 # Rows cross the shuffle LZ4-compressed: JSON shrinks about 5x at ~900 MB/s, which cuts
 # the shuffle's bytes (Dataflow bills them) and the runner's copies of them.

@@ -19,7 +19,7 @@ In-process use::
         requests.post(f"{emu.url}/v2/connections/billing/anycost/c1/billing_drops", ...)
         emu.totals()
 
-Subprocess use: ``python -m tests.emulator --port 0 --port_file PATH`` (see ``main``), then the
+Subprocess use: ``python -m anycost_emulator --port 0 --port_file PATH`` (see ``main``), then the
 ``/_emulator/...`` control endpoints.
 
 Standard library only; orjson is used when installed.
@@ -1313,7 +1313,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.emulator", description="Local CloudZero AnyCost Stream emulator.")
+        prog="python -m anycost_emulator", description="Local CloudZero AnyCost Stream emulator.")
     parser.add_argument("--port", type=int, required=True, help="0 picks a free port")
     parser.add_argument("--host", default=LOOPBACK, help="only 127.0.0.1 is allowed")
     parser.add_argument("--api_key_env", "--api-key-env", default="CLOUDZERO_API_KEY",
@@ -1364,7 +1364,3 @@ def main(argv: Optional[list[str]] = None) -> int:
         while not stop.wait(0.5):
             pass
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
