@@ -36,12 +36,11 @@ def record(result: delivery.BodyResult) -> dict:
 
 def split_body_result(result):
     """A BodyResult to the `delivered` main output or the `failed` tagged output."""
-    if not isinstance(result, delivery.BodyResult):
-        return  # verification records: only the command line asks for them
-    if result.status in _GOOD:
-        yield record(result)
-    else:
-        yield beam.pvalue.TaggedOutput(FAILED, record(result))
+    if isinstance(result, delivery.BodyResult):  # not verification records: only the CLI asks for them
+        if result.status in _GOOD:
+            yield record(result)
+        else:
+            yield beam.pvalue.TaggedOutput(FAILED, record(result))
 
 
 def refused_month(summary):

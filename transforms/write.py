@@ -19,8 +19,9 @@ ROWS_PER_BATCH = 65_536  # dict rows are validated and rendered this many at a t
 class WriteToAnyCost(beam.PTransform):
     """Delivers cost rows to a CloudZero AnyCost Stream connection.
 
-    Example (runnable against the bundled emulator: start it with
-    `python -m anycost_emulator --port 8080` and set `CLOUDZERO_API_KEY` to its key)::
+    Example, runnable against the bundled emulator (start it with
+    `CLOUDZERO_API_KEY=local-key python -m anycost_emulator --port 8080`, and run this with
+    the same variable set)::
 
         import apache_beam as beam
         from decimal import Decimal
