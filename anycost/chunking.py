@@ -25,7 +25,8 @@ class Chunk(NamedTuple):
     `codec` ("" for none); `json_rows()` gives them back. `lengths` is the byte length
     of each row (int32, native order). `order` sorts chunks back into input order after a
     shuffle; None means the rows have no source position (rows from a user's pipeline), and
-    `anycost.packing` then sorts the stream-month's rows canonically instead. `hours` (uint16 hour-of-month per row) is filled for replace_hourly.
+    `anycost.packing` then sorts the stream-month's rows canonically instead. `hours`
+    (uint16 hour-of-month per row) is filled for replace_hourly.
     """
     order: tuple
     row_count: int

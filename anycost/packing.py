@@ -69,7 +69,10 @@ def plan_stream_month(connection_id, month, chunks, operation, max_body_bytes,
 
     The layout needs only the chunks' row lengths (and hours), so the pipeline can plan
     every month from small metadata before the gate opens (`with_bodies=False`), then
-    build the same bodies from the full chunks when sending."""
+    build the same bodies from the full chunks when sending. Chunks without a source
+    position are put in canonical order only when bodies are built (the order needs the
+    rows); a refusal never depends on the order, but their plan without bodies may count
+    the bodies differently."""
     canonical = any(chunk.order is None for chunk in chunks)
     if not canonical:
         chunks = sorted(chunks, key=lambda chunk: chunk.order)

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from anycost import cbf, normalise, typed_text
+from anycost.values import MAX_NUMBER_CHARS
 
 _STRING = pa.string()
 _UTC = dt.timezone.utc
@@ -258,14 +259,26 @@ def _render_group(name, code, values, problems, positions):
             for index in np.flatnonzero(bad):
                 problems.add_rows([positions[index]], f"{name}: Decimal({str(values[index])!r}) is not a finite number")
             text = pc.if_else(pa.array(bad), pa.scalar(None, _STRING), text)
-        # Not NUMBER: normalise still checks width and spells `-0` as `0`, as for text.
-        return text, None, bad if bad.any() else None
+        return text, _decimal_kind(text), bad if bad.any() else None
     if code == _DATETIME:
-        naive = [v if v is None or v.tzinfo is None else v.astimezone(_UTC).replace(tzinfo=None) for v in values]
-        return typed_text.text_and_kind(pa.array(naive, pa.timestamp("us"))) + (None,)
+        # Arrow converts aware values to UTC and takes naive ones as UTC, in one call.
+        return typed_text.text_and_kind(pa.array(values, pa.timestamp("us", tz="UTC"))) + (None,)
     if code == _DATE:
         return typed_text.text_and_kind(pa.array(values, pa.date32())) + (None,)
     raise AssertionError(code)
+
+
+def _decimal_kind(text):
+    """NUMBER when every value is already plain, so normalise need not check the column again.
+
+    `format(Decimal, "f")` never writes an exponent or a leading zero; it is not plain only
+    for a negative zero (`-0.00`, sent as `0`) or more digits than CBF allows."""
+    if len(text) == text.null_count:
+        return None
+    if pc.max(pc.utf8_length(text)).as_py() > MAX_NUMBER_CHARS:
+        return None
+    negative_zero = pc.match_substring_regex(pc.filter(text, pc.starts_with(text, "-0")), r"^-0(\.0*)?$")
+    return None if pc.any(negative_zero).as_py() else typed_text.NUMBER
 
 
 def normalise_rows(rows, settings: normalise.Settings) -> normalise.NormalisedBatch:

@@ -1,8 +1,8 @@
 """The Beam graph of the command line: ReadCbf feeding the same write path as WriteToAnyCost.
 
     splits --ReadCbf--> chunks ----------------------------WriteBounded--> results
-              |  stats --> rejected-row counts ----------------^   (PlanDrops, gate, send:
-              |  file_errors --> one hold reason --------------^    transforms/bounded.py)
+              |  stats --> rejected-row count -----------------^   (PlanDrops, gate, send:
+              |        --> a hold reason when files broke -----^    transforms/bounded.py)
               |  rejects -> dead-letter JSON Lines                        |
               +--> report (JSON at report_path, table in the log) <-------+ results, summaries
 
@@ -47,11 +47,9 @@ def build(p, config, splits, dead_letter_prefix, report_target, log_report=True)
                     | "WriteDeadLetter" >> beam.io.WriteToText(
                         dead_letter_prefix, file_name_suffix=".jsonl", skip_if_empty=True))
     stats = read[STATS] | "CountRows" >> beam.CombineGlobally(SumTuples(3))
-    holds = (read[FILE_ERRORS]
-             | "CountFileErrors" >> beam.combiners.Count.Globally()
-             | "FileErrorHold" >> beam.FlatMap(file_error_holds))
-    written = ({"chunks": read["chunks"], "rejected_counts": stats | "Rejected" >> beam.Map(lambda s: s[1]),
-                "holds": holds}
+    written = ({"chunks": read["chunks"],
+                "rejected_counts": stats | "Rejected" >> beam.Map(lambda counts: counts[1]),
+                "holds": stats | "FileErrorHold" >> beam.FlatMap(lambda counts: file_error_holds(counts[2]))}
                | "Write" >> WriteBounded(settings))
 
     return (p

@@ -99,6 +99,23 @@ def test_normalise_rows_counts_every_row_and_rejects_invalid_ones():
     assert [(key, chunk.order, chunk.row_count) for key, chunk in result.chunks] == [(("c1", "2024-01"), None, 1)]
 
 
+@pytest.mark.parametrize("value,sent", [
+    (Decimal("-0.00"), "0"),  # a negative zero is sent as 0, as from a file
+    (Decimal("-0.5"), "-0.5"),
+    (Decimal("12.340"), "12.340"),
+])
+def test_decimals_are_sent_as_the_file_path_sends_them(value, sent):
+    result = rows.normalise_rows([{START: "2024-01-01T00:00:00Z", COST: value}, {START: "2024-01-01T00:00:00Z", COST: 1}],
+                                 SETTINGS)
+    (_, chunk), = result.chunks
+    assert json.loads(b"[" + chunk.json_rows()[:-1] + b"]")[0][COST] == sent
+
+
+def test_a_decimal_wider_than_cbf_allows_is_rejected_by_validation():
+    result = rows.normalise_rows([{START: "2024-01-01T00:00:00Z", COST: Decimal("1" * 70)}], SETTINGS)
+    assert result.chunks == [] and "is out of range" in result.rejects[0]["reason"]
+
+
 def test_record_batches_with_typed_columns_render_like_dicts():
     batch = pa.RecordBatch.from_pydict({
         START: pa.array([dt.datetime(2024, 1, 1, 5)], pa.timestamp("s", tz="UTC")),

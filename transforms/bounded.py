@@ -28,7 +28,7 @@ class WriteBounded(beam.PTransform):
         written = {"chunks": chunks, "rejected_counts": counts, "holds": reasons} | WriteBounded(settings)
 
     Inputs (a dict of PCollections): `chunks`, ((connection_id, month), Chunk) from
-    `anycost.normalise`; `rejected_counts`, ints that sum to the rows rejected so far;
+    `anycost.normalise`; `rejected_counts`, a few ints that sum to the rows rejected;
     optionally `holds`, reason strings: any reason holds every POST back, and the bodies
     are reported `not_sent` with it. `settings` is an `anycost.config.WriteSettings`.
     Returns a `WriteBoundedResult`.
@@ -45,11 +45,11 @@ class WriteBounded(beam.PTransform):
         if holds is None:
             holds = chunks.pipeline | "NoHolds" >> beam.Create([]).with_output_types(str)
         summaries = chunks | "PlanDrops" >> PlanDrops(settings.operation, settings.max_body_bytes)
-        rejected = inputs["rejected_counts"] | "SumRejected" >> beam.CombineGlobally(sum)
         gate = (chunks.pipeline
                 | "GateSeed" >> beam.Create([None])
-                | "Gate" >> beam.Map(lambda _, count, plans, reasons: report.hold_reason(count, plans, settings, reasons),
-                                     beam.pvalue.AsSingleton(rejected), beam.pvalue.AsList(summaries),
+                | "Gate" >> beam.Map(lambda _, counts, plans, reasons: report.hold_reason(sum(counts), plans, settings,
+                                                                                         reasons),
+                                     beam.pvalue.AsList(inputs["rejected_counts"]), beam.pvalue.AsList(summaries),
                                      beam.pvalue.AsList(holds)))
         results = chunks | "WriteBillingDrops" >> WriteBillingDrops(settings, gate)
         return WriteBoundedResult(results, summaries)

@@ -109,8 +109,9 @@ class WriteToAnyCost(beam.PTransform):
         if pcoll.is_bounded is False:
             return self._expand_unbounded(pcoll)
         settings = self._settings
+        if not isinstance(pcoll.windowing.windowfn, GlobalWindows):  # one window: one gate, one key per connection
+            pcoll = pcoll | "GlobalWindow" >> beam.WindowInto(GlobalWindows())
         normalised = (pcoll
-                      | "GlobalWindow" >> beam.WindowInto(GlobalWindows())
                       | "Normalise" >> beam.ParDo(NormaliseRows(settings)).with_outputs(REJECTED, main="chunks"))
         rejected = normalised[REJECTED]
         written = ({"chunks": normalised["chunks"],
