@@ -163,18 +163,28 @@ def _parquet_batches(fileobj, path, row_groups, select=None, keep_nested=False):
     for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=groups, columns=columns,
                                       use_threads=False):
         try:
-            converted = [(column, b"nested") if keep_nested and pa.types.is_nested(column.type)
-                         else typed_text.text_and_kind(column) for column in batch.columns]
+            text = _as_text_batch(batch, keep_nested)
         except typed_text.UnsupportedColumnType:
             problems = [f"column {field.name!r} {typed_text.type_problem(field.type)}"
                         for field in batch.schema if typed_text.type_problem(field.type)]
             raise InputFileError(f"{path}: {'; '.join(problems)}") from None
-        fields = [pa.field(name, column.type) if kind == b"nested" else
-                  pa.field(name, pa.string(), metadata={typed_text.KIND_KEY: kind} if kind else None)
-                  for name, (column, kind) in zip(batch.schema.names, converted)]
-        text = pa.RecordBatch.from_arrays([column for column, _ in converted], schema=pa.schema(fields))
         yield TextBatch(text, numbers[position:position + batch.num_rows], [])
         position += batch.num_rows
+
+
+def _as_text_batch(batch, keep_nested):
+    """Typed columns as CBF text, their kind in the field metadata; with `keep_nested`,
+    map, struct and list columns pass as they are (anycost.tags reads them)."""
+    arrays, fields = [], []
+    for field, column in zip(batch.schema, batch.columns):
+        if keep_nested and pa.types.is_nested(column.type):
+            arrays.append(column)
+            fields.append(pa.field(field.name, column.type))
+            continue
+        text, kind = typed_text.text_and_kind(column)
+        arrays.append(text)
+        fields.append(pa.field(field.name, pa.string(), metadata={typed_text.KIND_KEY: kind} if kind else None))
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
 
 class _CsvRowNumbers:
