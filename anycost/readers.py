@@ -76,7 +76,7 @@ def inspect(fileobj, path, fmt, delimiter=",") -> FileInfo:
         raise InputFileError(f"{path}: cannot be read as {fmt}: {_short(err)}") from None
 
 
-_DELIMITERS = ((";", "';'"), ("\t", "a tab (--csv_delimiter tab)"), ("|", "'|'"), (",", "','"))
+_DELIMITERS = ((";", "';'", "';'"), ("\t", "a tab", "tab"), ("|", "'|'", "'|'"), (",", "','", "','"))
 
 
 def header_problems(info: FileInfo, stream_column=None, settings=None):
@@ -89,10 +89,10 @@ def header_problems(info: FileInfo, stream_column=None, settings=None):
         settings = dataclasses.replace(settings, stream_column=stream_column)
     stream_column = settings.stream_column
     if len(info.columns) == 1 and info.format != "parquet":
-        for delimiter, label in _DELIMITERS:
+        for delimiter, label, flag in _DELIMITERS:
             if delimiter != settings.csv_delimiter and delimiter in info.columns[0]:
                 return [f"{info.path}: the header is one column, {info.columns[0][:80]!r}, holding {label}: "
-                        f"the file looks {label}-delimited; give --csv_delimiter"]
+                        f"the file looks delimited by {label}; give --csv_delimiter {flag}"]
     problems = []
     seen = set()
     for name in info.columns:

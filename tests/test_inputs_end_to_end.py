@@ -362,15 +362,16 @@ def test_date_only_reads_as_midnight_utc_in_csv_as_in_parquet(emulator, tmp_path
                                                 "time/usage_end": "2024-09-02T00:00:00Z", "cost/cost": "1.5"}]
 
 
-@pytest.mark.parametrize("delimiter, flag, hint", [(";", ";", "';'"), ("\t", "tab", "a tab")])
+@pytest.mark.parametrize("delimiter, flag, hint, suggested", [(";", ";", "';'", "';'"), ("\t", "tab", "a tab", "tab")])
 def test_csv_delimiter_default_says_what_the_header_looks_like_and_the_switch_reads_it(
-        emulator, tmp_path, capsys, delimiter, flag, hint):
+        emulator, tmp_path, capsys, delimiter, flag, hint, suggested):
     path = tmp_path / "in" / "semi.csv"
     path.parent.mkdir()
     path.write_text(delimiter.join(["time/usage_start", "cost/cost", "lineitem/description"]) + "\n"
                     + delimiter.join(["2024-08-01T00:00:00Z", "1,5E+0", '"a, b"']) + "\n")
     code, _, printed = run_cli(["--input", str(path), "--connection_id", "c"] + _common(emulator, tmp_path), capsys)
-    assert code == 3 and f"holding {hint}" in printed and "--csv_delimiter" in printed and str(path) in printed
+    assert code == 3 and f"holding {hint}" in printed and f"give --csv_delimiter {suggested}" in printed
+    assert str(path) in printed
     code, report, printed = run_cli(["--input", str(path), "--connection_id", "c", "--csv_delimiter", flag,
                                      "--max_rejected_rows", "1"] + _common(emulator, tmp_path), capsys)
     assert code == 0, printed
