@@ -290,3 +290,14 @@ def test_normalise_batch_puts_the_focus_row_as_it_was_in_the_dead_letter():
                                    "x_Note": "b"}
     assert by_row[2]["reason"].startswith("time/usage_start")
     assert by_row[3]["reason"].startswith("BillingCurrency is GBP") and by_row[3]["values"]["x_Note"] == "c"
+
+
+def test_focus_keeps_the_stream_column_for_the_connection_id():
+    settings = normalise.Settings(stream_column="x_Connection", input_format="focus", tag_keys="sanitize")
+    batch = _batch(ChargePeriodStart=["2024-09-01T00:00:00Z", "2024-09-01T00:00:00Z"], BilledCost=["1", "2"],
+                   x_Connection=["aws-prod", "oci"], x_Other=["a", "b"])
+    source = normalise.SourceBatch("f.csv", (0,), np.array([1, 2]))
+    result, _ = sources.normalise_batch(batch, source, settings)
+    assert not result.rejects
+    assert sorted(key for key, _ in result.chunks) == [("aws-prod", "2024-09"), ("oci", "2024-09")]
+    assert all(b"x_Connection" not in chunk.json_rows() for _, chunk in result.chunks)
