@@ -100,6 +100,19 @@ def _value_text(value):
     return str(value)  # numbers kept as their source text by parse_float/parse_int below
 
 
+def _parse_object(text):
+    """A JSON object, keeping numbers as written; Azure's older exports leave out the braces
+    (`"env": "prod","team": "web"`), so a text that is not an object is tried inside braces."""
+    for candidate in (text, "{" + text + "}"):
+        try:
+            parsed = json.loads(candidate, parse_float=str, parse_int=str)
+        except ValueError:
+            continue
+        if isinstance(parsed, dict):
+            return parsed
+    return None
+
+
 def _from_json(column):
     encoded = column.dictionary_encode()
     distinct = encoded.dictionary.to_pylist()
@@ -108,10 +121,7 @@ def _from_json(column):
     for unit, text in enumerate(distinct):
         if text is None or not text.strip():
             continue
-        try:
-            parsed = json.loads(text, parse_float=str, parse_int=str)
-        except ValueError:
-            parsed = None
+        parsed = _parse_object(text)
         if not isinstance(parsed, dict):
             unreadable[unit] = True
             continue

@@ -168,6 +168,13 @@ def test_unreadable_tags_keep_the_row_and_are_counted():
     assert result.counts[tags.UNREADABLE] == 2
 
 
+def test_tags_without_braces_read_as_an_object():
+    result = focus.to_cbf(_batch(**BASE, ResourceId=["r"], Tags=['"env": "prod","team": "web"']))
+    assert {k: v for k, v in _rows(result)[0].items() if k.startswith("resource/tag:")} == {
+        "resource/tag:env": "prod", "resource/tag:team": "web"}
+    assert tags.UNREADABLE not in result.counts
+
+
 def test_empty_keys_are_dropped_and_counted():
     result = focus.to_cbf(_batch(**BASE, ResourceId=["r"], Tags=_tags_json({"  ": "x", "k": "v"})))
     assert {k for k in _rows(result)[0] if k.startswith("resource/tag:")} == {"resource/tag:k"}
