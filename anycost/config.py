@@ -45,15 +45,12 @@ class WriteSettings:
     option_prefix: str = ""
 
     def normalise_settings(self):
-        return Settings(self.connection_id, self.stream_column, self.operation, self.max_body_bytes)
+        return Settings(self.connection_id, self.stream_column, self.operation, self.max_body_bytes,
+                        input_format=self.input_format)
 
     @property
     def needs_api_key(self):
         return self.mode != DRY_RUN
-
-    def name(self, parameter):
-        """A parameter as the user wrote it: `max_body_bytes` or `--max_body_bytes`."""
-        return self.option_prefix + parameter
 
     def check(self):
         """Raise ValueError naming the first parameter that is wrong; returns self."""
@@ -119,6 +116,20 @@ class RunConfig(WriteSettings):
     dead_letter_path: Optional[str] = None
     report_path: Optional[str] = None
     option_prefix: str = "--"
+    column_map_file: Optional[str] = None
+    column_map: Tuple[Tuple[str, str], ...] = ()  # read from column_map_file at planning
+    unknown_columns: str = "refuse"
+    tag_keys: str = "refuse"
+    csv_delimiter: str = ","
+    currency: str = "USD"
+    dropped_columns: Tuple[str, ...] = ()  # found at planning, for the report
+    input_warnings: Tuple[str, ...] = ()  # found at planning (empty files), for the report
+
+    def normalise_settings(self):
+        return Settings(self.connection_id, self.stream_column, self.operation, self.max_body_bytes,
+                        input_format=self.input_format, column_map=self.column_map,
+                        unknown_columns=self.unknown_columns, tag_keys=self.tag_keys,
+                        csv_delimiter=self.csv_delimiter, currency=self.currency)
 
     def write_settings(self):
         """The write path's share of the command line's flags."""

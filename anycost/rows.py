@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from anycost import cbf, normalise, typed_text
+from anycost import cbf, normalise, sources, typed_text
 from anycost.values import MAX_NUMBER_CHARS
 
 _STRING = pa.string()
@@ -43,9 +43,10 @@ def reject(reason, row_values):
     return {"reason": reason, "values": row_values}
 
 
-def rows_to_text(rows, extra_columns=()) -> TextRows:
+def rows_to_text(rows, extra_columns=(), cbf_columns_only=True) -> TextRows:
     """A list of dict rows as CBF text columns; `extra_columns` (the stream column) are kept
-    as text although they are not CBF columns."""
+    as text although they are not CBF columns. With `cbf_columns_only` False (FOCUS rows)
+    every column is kept as text."""
     n = len(rows)
     problems = _RowProblems(n)
     key_sets = set(map(tuple, rows))  # usually one: every row has the same columns
@@ -65,7 +66,8 @@ def rows_to_text(rows, extra_columns=()) -> TextRows:
         kinds.append(kind)
         if bad is not None:
             unrenderable[name] = (column, bad)
-    _reject_unknown_columns(names, columns, extra_columns, problems)
+    if cbf_columns_only:
+        _reject_unknown_columns(names, columns, extra_columns, problems)
     batch = _text_batch(names, columns, kinds, n)
 
     def shown(position):
@@ -286,12 +288,35 @@ def normalise_rows(rows, settings: normalise.Settings) -> normalise.NormalisedBa
 
     The chunks carry no source position (`order` None), so `anycost.packing` sorts their
     rows canonically: the same rows give the same bodies in any order or bundling."""
+    if settings.input_format == sources.FOCUS:
+        return _normalise_focus(rows_to_text(rows, cbf_columns_only=False), settings)
     return normalise_text(rows_to_text(rows, _extra(settings)), settings)
 
 
 def normalise_record_batch(batch, settings: normalise.Settings) -> normalise.NormalisedBatch:
     """A typed record batch all the way to chunks, as `normalise_rows`."""
+    if settings.input_format == sources.FOCUS:
+        return _normalise_focus(TextRows(batch, []), settings)
     return normalise_text(record_batch_to_text(batch, _extra(settings)), settings)
+
+
+def _normalise_focus(focus_rows: TextRows, settings):
+    """FOCUS rows: mapped to CBF columns as the file path maps them (`anycost.sources`), rows
+    refused by its rules (another currency, say) rejected with their FOCUS values."""
+    batch = focus_rows.batch
+    prepared = sources.prepare(batch, settings)
+    rejects = list(focus_rows.rejects)
+    if prepared.refused.any():
+        positions = np.flatnonzero(prepared.refused)
+        for position, original in zip(positions, batch.take(pa.array(positions)).to_pylist()):
+            rejects.append(reject(str(prepared.reasons[position]),
+                                  {k: v if isinstance(v, str) else repr(v) for k, v in original.items()
+                                   if v is not None and v != ""}))
+        prepared.batch = prepared.batch.filter(pa.array(~prepared.refused))
+    text = record_batch_to_text(prepared.batch, _extra(settings))
+    result = normalise_text(TextRows(text.batch, rejects + text.rejects), settings)
+    result.rows_in = batch.num_rows + len(focus_rows.rejects)
+    return result
 
 
 def normalise_text(text: TextRows, settings: normalise.Settings) -> normalise.NormalisedBatch:

@@ -17,15 +17,17 @@ from apache_beam.io.filesystems import FileSystems
 
 from anycost import report as run_report
 from transforms.bounded import WriteBounded
-from transforms.read import FILE_ERRORS, REJECTS, STATS, ReadCbf, SumTuples
+from transforms.read import FILE_ERRORS, REJECTS, RULES, STATS, ReadCbf, SumCounts, SumTuples
 
 LOG = logging.getLogger("cloudzero")
 
 
-def write_report(_, config, report_target, log_report, stats, summaries, results, dead_letters, file_errors):
+def write_report(_, config, report_target, log_report, stats, summaries, results, dead_letters, file_errors,
+                 input_rules=None):
     bodies = [r for r in results if not isinstance(r, dict)]
     verifications = [r for r in results if isinstance(r, dict)]
-    report = run_report.build(config, stats, summaries, bodies, dead_letters, file_errors, verifications)
+    report = run_report.build(config, stats, summaries, bodies, dead_letters, file_errors, verifications,
+                              input_rules)
     with FileSystems.create(report_target) as handle:
         handle.write(json.dumps(report, indent=2, sort_keys=False).encode())
     if log_report:  # on Dataflow, the workers' log is where the summary shows up
@@ -41,12 +43,13 @@ def file_error_holds(count):
 def build(p, config, splits, dead_letter_prefix, report_target, log_report=True):
     """Add the whole connector to pipeline `p`; returns the report path's PCollection."""
     settings = config.write_settings()
-    read = p | "ReadCbf" >> ReadCbf(splits, settings)
+    read = p | "ReadCbf" >> ReadCbf(splits, config.normalise_settings())
 
     dead_letters = (read[REJECTS]
                     | "WriteDeadLetter" >> beam.io.WriteToText(
                         dead_letter_prefix, file_name_suffix=".jsonl", skip_if_empty=True))
     stats = read[STATS] | "CountRows" >> beam.CombineGlobally(SumTuples(3))
+    input_rules = read[RULES] | "CountInputRules" >> beam.CombineGlobally(SumCounts())
     written = ({"chunks": read["chunks"],
                 "rejected_counts": stats | "Rejected" >> beam.Map(lambda counts: counts[1]),
                 "holds": stats | "FileErrorHold" >> beam.FlatMap(lambda counts: file_error_holds(counts[2]))}
@@ -57,4 +60,5 @@ def build(p, config, splits, dead_letter_prefix, report_target, log_report=True)
             | "Report" >> beam.Map(write_report, config, report_target, log_report,
                                    beam.pvalue.AsSingleton(stats), beam.pvalue.AsList(written.summaries),
                                    beam.pvalue.AsList(written.results), beam.pvalue.AsList(dead_letters),
-                                   beam.pvalue.AsList(read[FILE_ERRORS])))
+                                   beam.pvalue.AsList(read[FILE_ERRORS]),
+                                   beam.pvalue.AsSingleton(input_rules)))

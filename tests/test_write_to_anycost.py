@@ -186,6 +186,29 @@ def test_a_rerun_with_the_ledger_posts_nothing_again(emu, tmp_path):
     assert {d["status"] for d in again["delivered"]} == {"already_delivered"}
 
 
+def focus_rows():
+    return [
+        {"ChargePeriodStart": dt.datetime(2024, 8, 1, h, tzinfo=dt.timezone.utc), "BilledCost": Decimal(h) / 4,
+         "ChargeCategory": "Usage", "BillingCurrency": "USD", "ResourceId": f"vm-{h}", "ServiceName": "Compute",
+         "Tags": json.dumps({"team": "data"})}
+        for h in range(6)] + [
+        {"ChargePeriodStart": dt.datetime(2024, 8, 1, 7, tzinfo=dt.timezone.utc), "BilledCost": Decimal(3),
+         "ChargeCategory": "Usage", "BillingCurrency": "EUR", "ResourceId": "vm-eur"}]
+
+
+@pytest.mark.parametrize("as_batches", [False, True])
+def test_focus_rows_are_mapped_as_the_file_path_maps_them(emu, tmp_path, as_batches):
+    data = focus_rows()
+    elements = [pa.RecordBatch.from_pylist(data[:4]), pa.RecordBatch.from_pylist(data[4:])] if as_batches else data
+    out = run(elements, tmp_path, connection_id="c1", input_format="focus", api_url=emu.url, max_rejected_rows=1)
+    assert emulator_totals(emu) == {"c1": {"2024-08": (6, sum(Decimal(h) / 4 for h in range(6)))}}
+    assert [r["values"]["ResourceId"] for r in out["rejected"]] == ["vm-eur"]
+    assert "EUR" in out["rejected"][0]["reason"]
+    stored = sorted(emu.rows("c1", "2024-08"), key=lambda r: r[RESOURCE])[0]
+    assert stored[RESOURCE] == "vm-0" and stored["resource/service"] == "Compute"
+    assert stored["resource/tag:team"] == "data"
+
+
 def test_an_element_that_is_not_a_row_is_rejected_not_a_crash(emu, tmp_path):
     out = run([{START: "2024-07-01T00:00:00Z", COST: "1"}, ["not", "a", "row"]], tmp_path,
               connection_id="c1", api_url=emu.url, max_rejected_rows=1)
@@ -223,7 +246,6 @@ def test_the_result_pcollections_with_assert_that(emu):
     ({"connection_id": "a", "allowed_lateness_seconds": -5}, "allowed_lateness_seconds"),
     ({"connection_id": "a", "test_namespace": "a\nb"}, "test_namespace"),
     ({"connection_id": "a", "input_format": "xml"}, "input_format"),
-    ({"connection_id": "a", "input_format": "focus"}, "input_format"),
 ])
 def test_bad_configuration_raises_a_value_error_naming_the_parameter(params, named):
     with pytest.raises(ValueError) as raised:

@@ -74,7 +74,9 @@ class WriteToAnyCost(beam.PTransform):
       max_concurrent_streams: connections sent in parallel per worker. Default 8.
       allowed_lateness_seconds: unbounded input only: how late a row may arrive and still
         have its hour sent again. Default 3600.
-      input_format: "cbf" (default): columns are CBF columns.
+      input_format: "cbf" (default): columns are CBF columns; "focus": FinOps FOCUS columns
+        (`ChargePeriodStart`, `BilledCost`, ... with `Tags` as JSON text, or a map or struct
+        column in record batches), mapped to CBF as the command line's `--input_format focus`.
 
     Returns:
       A `WriteToAnyCostResult` with the PCollections `delivered`, `failed` and `rejected`.
@@ -97,9 +99,6 @@ class WriteToAnyCost(beam.PTransform):
             max_attempts=max_attempts, max_retry_seconds=max_retry_seconds,
             max_concurrent_streams=max_concurrent_streams, allowed_lateness_seconds=allowed_lateness_seconds,
             input_format=input_format).check()
-        if input_format == "focus":  # TODO(lead): wire anycost.focus once the inputs branch is merged
-            raise ValueError("input_format='focus' is not available in this version of the connector; "
-                             "use input_format='cbf'")
 
     @property
     def settings(self):
