@@ -495,7 +495,10 @@ def export_baseline(ref, work_root):
     archive = subprocess.run(["git", "archive", ref, *PACKAGES_UNDER_TEST], cwd=ROOT, capture_output=True,
                              check=True).stdout
     subprocess.run(["tar", "-x", "-C", target], input=archive, check=True)
-    return target
+    commit = subprocess.run(["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    log(f"baseline {ref} is commit {commit}")
+    return target, commit
 
 
 def mode_compare(args, key, work_root):
@@ -504,7 +507,7 @@ def mode_compare(args, key, work_root):
     code_dirs = {}
     if args.baseline:
         name = f"pipeline-parquet@{args.baseline}"
-        code_dirs[name] = export_baseline(args.baseline, work_root)
+        code_dirs[name], baseline_commit = export_baseline(args.baseline, work_root)
         where = contenders.index("pipeline-parquet") + 1 if "pipeline-parquet" in contenders else len(contenders)
         contenders = contenders[:where] + [name] + contenders[where:]
     log(f"\n== side by side: {expected['rows']:,} rows, {expected['connections']} connections x "
@@ -524,6 +527,7 @@ def mode_compare(args, key, work_root):
         + (f", median of {args.repeat} rounds" if args.repeat > 1 else "") + ":")
     log(compare_table(summary))
     return {"mode": "compare", "rows": expected["rows"], "seed": args.seed, "data": rel(data),
+            "baseline": {"ref": args.baseline, "commit": baseline_commit} if args.baseline else None,
             "json_bytes_per_row": expected["json_bytes_per_row"], "summary": summary, "runs": results}
 
 
