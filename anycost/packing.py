@@ -35,6 +35,10 @@ class PlannedBody:
     def describe(self):
         return f"{self.connection_id} {self.month} body {self.seq}/{self.count}"
 
+    def key_for(self, generation):
+        """The body's idempotency key of `generation` (0 is `idempotency_key`)."""
+        return generation_key(self.idempotency_key, generation)
+
 
 @dataclasses.dataclass(frozen=True)
 class StreamMonthPlan:
@@ -50,14 +54,23 @@ class StreamMonthPlan:
     body_bytes: int = 0  # the exact bytes of all its bodies
 
 
-def idempotency_key(connection_id, month, operation, seq, body):
-    """sha256 of what the drop is. `seq` keeps two identical bodies of one month distinct,
-    so that repeated rows are summed, not mistaken for a retry."""
+def idempotency_key(connection_id, month, operation, seq, body, generation=0):
+    """sha256 of what the drop is: the body's identity, and its key of generation 0.
+    `seq` keeps two identical bodies of one month distinct, so that repeated rows are
+    summed, not mistaken for a retry. Later generations (see `anycost.retry.KeyGeneration`)
+    derive from it, so every run walks the same sequence of keys."""
     digest = hashlib.sha256()
     for part in (connection_id, month, operation, str(seq)):
         digest.update(part.encode() + b"\n")
     digest.update(body)
-    return digest.hexdigest()
+    return generation_key(digest.hexdigest(), generation)
+
+
+def generation_key(identity_key, generation):
+    """Key `generation` of the body whose generation-0 key is `identity_key`."""
+    if generation == 0:
+        return identity_key
+    return hashlib.sha256(b"%s\ngeneration %d" % (identity_key.encode(), generation)).hexdigest()
 
 
 def plan_stream_month(connection_id, month, chunks, operation, max_body_bytes,
