@@ -195,11 +195,12 @@ class ConnectionSender:
                 break
             self._observer.retry(body, decision)
             if moved:
-                moves.append(f"attempt {attempt}: {moved}")
+                moves.append(f"attempt {attempt + 1} used key generation {following.number}: {moved}")
                 if self._state:
                     self._state.record_progress(body, following.number, True)
             LOG.warning("%s: attempt %d: %s; retrying in %.2f s %s", body.describe(), attempt, decision.reason,
-                        decision.delay, f"under {moved}" if moved else "with the same idempotency key")
+                        decision.delay, f"with key generation {following.number} ({moved})" if moved
+                        else "with the same idempotency key")
             generation = following
             self._sleep(decision.delay)
         details = dict(attempts=attempt, idempotency_key=key, generation=generation.number,

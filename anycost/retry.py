@@ -124,9 +124,9 @@ class KeyGeneration:
             return dataclasses.replace(self, in_doubt=True), None
         if self.in_doubt or self.number + 1 >= self.limit:
             return self, None
-        reason = (f"key generation {self.number} -> {self.number + 1}: every attempt under "
-                  f"generation {self.number} got a definite error ({explain(outcome)}), which "
-                  "CloudZero would replay to every retry with that key")
+        what = f"HTTP {outcome.status}"
+        reason = (f"every attempt under key generation {self.number} got a definite error ({what}), "
+                  "which CloudZero would replay to every retry with that key")
         return dataclasses.replace(self, number=self.number + 1), reason
 
 

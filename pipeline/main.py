@@ -84,9 +84,11 @@ def build_parser():
     add("--test_namespace", metavar="KEY", help="send cloudzero-test-key: KEY on every request")
     add("--state_path", help="record delivered bodies here (local or gs://) so a rerun resumes")
     add("--max_attempts", type=int, default=8)
-    add("--max_retry_seconds", type=float, default=600.0)
+    add("--max_retry_seconds", type=float, default=100.0)
     add("--connect_timeout", type=float, default=10.0)
-    add("--read_timeout", type=float, default=300.0)
+    add("--read_timeout", type=float, default=30.0)
+    add("--skip_month_check", type=_flag, nargs="?", const=True, default=False, metavar="true|false",
+        help="with sum, do not read what CloudZero holds to check the monthly row limit first")
     add("--max_concurrent_streams", type=int, default=8)
     add("--wait", dest="wait", action=argparse.BooleanOptionalAction, default=None,
         help="wait for the job and print its report (default: yes, except as a Flex Template)")
@@ -128,7 +130,8 @@ def parse(argv):
         report_path=args.report_path, verify=args.verify, test_namespace=args.test_namespace,
         state_path=args.state_path, max_attempts=args.max_attempts,
         max_retry_seconds=args.max_retry_seconds, connect_timeout=args.connect_timeout,
-        read_timeout=args.read_timeout, max_concurrent_streams=args.max_concurrent_streams)
+        read_timeout=args.read_timeout, max_concurrent_streams=args.max_concurrent_streams,
+        skip_month_check=args.skip_month_check)
     return config, beam_args, args.wait
 
 

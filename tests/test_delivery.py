@@ -178,7 +178,8 @@ def test_a_replayed_application_error_moves_the_body_to_its_next_key():
     assert result.status == DELIVERED and result.attempts == 2 and result.generation == 1
     assert [p[2] for p in posts(log)] == [body.key_for(0), body.key_for(1)]
     assert body.key_for(1) != body.key_for(0) and result.idempotency_key == body.key_for(1)
-    assert len(result.key_moves) == 1 and "generation 0 -> 1" in result.key_moves[0]
+    assert result.key_moves == ("attempt 2 used key generation 1: every attempt under key generation 0 got "
+                                 "a definite error (HTTP 503), which CloudZero would replay to every retry with that key",)
     assert "HTTP 503" in result.key_moves[0] and client.applied == {("2024-08", 1): 1}
 
 

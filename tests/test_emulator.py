@@ -21,8 +21,8 @@ import anycost_emulator.emulator as emulator_module
 from anycost_emulator import Emulator, FaultConfig, validate_body
 
 KEY = "test-api-key-123"
-FIXTURE = Path("/work/shared/fixtures/cloudzero-example-cbf.csv")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = PROJECT_ROOT / "tests" / "fixtures" / "cloudzero-example-cbf.csv"  # see tests/fixtures/README.md
 
 
 # ---------------------------------------------------------------------------------------------

@@ -198,7 +198,7 @@ def test_default_policy_ends_a_dead_endpoint_within_two_minutes(error):
 
 def test_a_definite_error_moves_to_the_next_key():
     generation, moved = KeyGeneration().after(Outcome(status=503))
-    assert generation == KeyGeneration(1, False) and "generation 0 -> 1" in moved and "HTTP 503" in moved
+    assert generation == KeyGeneration(1, False) and "under key generation 0" in moved and "HTTP 503" in moved
     generation, moved = generation.after(Outcome(status=429))
     assert generation.number == 2 and moved
 
