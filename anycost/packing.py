@@ -52,6 +52,8 @@ class StreamMonthPlan:
     refused: Optional[str] = None
     body_count: int = 0
     body_bytes: int = 0  # the exact bytes of all its bodies
+    resource_ids_cut: int = 0  # rows whose resource/id CloudZero will cut to a type and a name
+    resource_id_example: str = ""
 
 
 def idempotency_key(connection_id, month, operation, seq, body, generation=0):
@@ -86,8 +88,12 @@ def plan_stream_month(connection_id, month, chunks, operation, max_body_bytes,
     row_bytes = int(lengths.sum()) - row_count  # without the separating commas
     cost_total = values.decimal_text(values.exact_sum(c.cost_total for c in chunks))
 
+    cut = sum(c.resource_ids_cut for c in chunks)
+    example = next((c.resource_id_example for c in chunks if c.resource_ids_cut), "")
+
     def refuse(reason):
-        return StreamMonthPlan(connection_id, month, row_count, row_bytes, cost_total, [], reason)
+        return StreamMonthPlan(connection_id, month, row_count, row_bytes, cost_total, [], reason,
+                               resource_ids_cut=cut, resource_id_example=example)
 
     if row_count > cbf.MAX_ROWS_PER_STREAM_MONTH:
         return refuse(f"{row_count} rows: CloudZero holds at most {cbf.MAX_ROWS_PER_STREAM_MONTH:,} "
@@ -115,7 +121,8 @@ def plan_stream_month(connection_id, month, chunks, operation, max_body_bytes,
                       "Use --operation replace_hourly or sum instead")
     ends = np.cumsum(lengths)  # the same total whatever the row order
     body_bytes = int(ends[-1]) - len(spans) + len(spans) * (len(prefix) + len(BODY_SUFFIX)) if spans else 0
-    plan = StreamMonthPlan(connection_id, month, row_count, row_bytes, cost_total, [], None, len(spans), body_bytes)
+    plan = StreamMonthPlan(connection_id, month, row_count, row_bytes, cost_total, [], None, len(spans), body_bytes,
+                           cut, example)
     if not with_bodies:
         return plan
 

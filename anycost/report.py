@@ -7,7 +7,7 @@ No Beam, no HTTP.
 """
 import collections
 
-from anycost import config as run_config, delivery
+from anycost import config as run_config, delivery, normalise
 
 GOOD_MONTH_STATUSES = {"delivered", "dry_run", "valid", "verified"}
 
@@ -60,6 +60,10 @@ def build(config, stats, summaries, results, dead_letter_files=(), file_errors=(
             "cost": summary.cost_total,
             "refused": summary.refused, "counts": collections.Counter(), "messages": [], "drop_ids": [],
         }
+        if getattr(summary, "resource_ids_cut", 0):
+            streams[summary.connection_id][summary.month]["resource_ids_cut"] = {
+                "rows": summary.resource_ids_cut, "example": summary.resource_id_example,
+                "message": normalise.resource_id_notice(summary.resource_ids_cut, summary.resource_id_example)}
     for result in sorted(results, key=lambda r: (r.connection_id, r.month, r.seq)):
         entry = streams[result.connection_id][result.month]
         entry["counts"][result.status] += 1
@@ -155,6 +159,13 @@ def render(report):
                      for month, entry in months.items() if entry.get("key_moves"))
         lines.append(f"{report['bodies_moved_to_a_new_key']:,} bodies moved to a new idempotency key after "
                      f"definite errors (key_moves in the JSON report), e.g. {first}")
+    cut = [(conn, month, entry["resource_ids_cut"]) for conn, months in report["streams"].items()
+           for month, entry in months.items() if entry.get("resource_ids_cut")]
+    if cut:
+        conn, month, first = cut[0]
+        total = sum(entry["rows"] for _, _, entry in cut)
+        lines.append(f"note: {normalise.resource_id_notice(total, first['example'])} "
+                     f"(first in {conn} {month}; per month in the JSON report)")
     if report.get("month_check", "").startswith("skipped"):
         lines.append("monthly row limits were not checked against what CloudZero already holds "
                      "(--skip_month_check)")

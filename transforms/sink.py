@@ -18,7 +18,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from anycost import api_key, config as run_config, delivery, packing
+from anycost import api_key, config as run_config, delivery, normalise, packing
 from anycost.client import AnyCostClient
 from anycost.run_state import RunState
 
@@ -111,6 +111,9 @@ class SendConnections(beam.DoFn):
             plan = packing.plan_stream_month(connection_id, month, months.pop(month), self._config.operation,
                                              self._config.max_body_bytes)
             plans.append(plan)
+            if plan.resource_ids_cut:
+                LOG.warning("%s %s: %s", connection_id, month,
+                            normalise.resource_id_notice(plan.resource_ids_cut, plan.resource_id_example))
             refusal = held is not None and delivery.month_limit_refusal(month, held.get(month, 0), plan.row_count)
             if refusal:
                 LOG.error("%s %s refused: %s", connection_id, month, refusal)
