@@ -74,6 +74,7 @@ IDLE_TIMEOUT_SECONDS = 60.0
 
 API_PREFIX = "/v2/connections/billing/anycost/"
 CONTROL_PREFIX = "/_emulator/"
+CONFIGURE_FIELDS = frozenset({"faults", "latency_seconds", "cache_errors"})
 
 OPERATIONS = frozenset({"sum", "replace_drop", "replace_hourly"})
 DEFAULT_OPERATION = "replace_drop"
@@ -113,7 +114,14 @@ _EXACT = decimal.Context(
     traps=[decimal.InvalidOperation],
 )
 
-SCRIPT_FAULTS = frozenset({"5xx", "503_retry_after", "429", "slow", "drop_after_apply", "ok"})
+# Faults by where they come from. CloudZero's application caches its answer under the
+# idempotency key (when cache_errors is on); the load balancer and the gateway answer before the
+# application sees the request, so their errors are never cached; "slow" and "drop_after_apply"
+# apply the drop and then delay or lose the (cached) success on its way back.
+APPLICATION_FAULTS = frozenset({"5xx", "503_retry_after"})
+FRONT_FAULTS = frozenset({"front_5xx", "429"})
+AFTER_APPLY_FAULTS = frozenset({"slow", "drop_after_apply"})
+SCRIPT_FAULTS = APPLICATION_FAULTS | FRONT_FAULTS | AFTER_APPLY_FAULTS | {"ok"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,15 +304,27 @@ def _error_summary(errors: list[str], shown: int = 5) -> str:
 class FaultConfig:
     """Faults injected into create (POST billing_drops) requests. All off by default.
 
-    Transient faults (5xx, 429) never apply the drop and never remember the idempotency key.
-    ``slow`` and ``drop_after_apply`` apply the drop first, leaving the client in doubt.
-    ``script`` is consumed one name per create request, before any random decision.
+    No fault applies the drop except ``slow`` and ``drop_after_apply``, which apply it first and
+    then delay or lose the answer, leaving the client in doubt. Where a fault comes from decides
+    whether CloudZero caches it under the idempotency key:
+
+    * application faults (``rate_5xx``, script ``5xx`` / ``503_retry_after``): CloudZero's
+      application answered, so the answer is cached and replayed to every retry with that key
+      when the emulator runs with ``cache_errors`` (the default), like CloudZero;
+    * front faults (``rate_front_5xx``: a load balancer's 502/503/504, script ``front_5xx``;
+      ``rate_429``: the gateway's 429): the application never saw the request; never cached.
+
+    ``script`` is consumed one name per create request, before any random decision. An
+    application fault drawn for a request whose key already has a cached answer has no effect:
+    the key is checked first.
     """
 
     rate_5xx: float = 0.0
     retry_after_5xx: Optional[float] = None   # set: 5xx are 503 with Retry-After; else 500/502
     rate_429: float = 0.0
     retry_after_429: float = DEFAULT_RETRY_AFTER
+    rate_front_5xx: float = 0.0
+    retry_after_front_5xx: Optional[float] = None  # set: 503 with Retry-After; else 502/503/504
     rate_slow: float = 0.0
     slow_seconds: float = 1.0
     rate_drop_after_apply: float = 0.0
@@ -312,7 +332,8 @@ class FaultConfig:
     script: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        for name in ("rate_5xx", "rate_429", "rate_slow", "rate_drop_after_apply"):
+        for name in ("rate_5xx", "rate_429", "rate_slow", "rate_drop_after_apply",
+                     "rate_front_5xx"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
         unknown = [name for name in self.script if name not in SCRIPT_FAULTS]
@@ -339,7 +360,8 @@ class RequestRecord:
     """One API request as seen by the emulator. status 0: closed without a response.
 
     ``started``/``ended`` are time.monotonic() values; ``ended`` is taken when the request left
-    the per-connection in-flight window, just before the response is written.
+    the per-connection in-flight window, just before the response is written. ``replayed``:
+    the answer is the one cached under the request's idempotency key.
     """
 
     method: str
@@ -351,6 +373,7 @@ class RequestRecord:
     started: float
     ended: float
     fault: Optional[str]
+    replayed: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -363,6 +386,7 @@ class _Response:
     body: bytes = b""
     headers: tuple = ()
     drop_connection: bool = False  # close the socket without writing anything
+    replayed: bool = False         # the answer cached under the idempotency key (not sent)
 
 
 _DROP = _Response(0, drop_connection=True)
@@ -378,6 +402,17 @@ def _bad_request(text: str) -> _Response:
 
 def _ok(payload: Any) -> _Response:
     return _Response(200, _dumps(payload))
+
+
+def _unavailable(retry_after: float) -> _Response:
+    return _message(503, "Service Unavailable", (("Retry-After", _format_seconds(retry_after)),))
+
+
+def _bad_connection() -> _Response:
+    return _bad_request("connection_id must match [A-Za-z0-9_-]{1,128}")
+
+
+_FRONT_5XX_TEXT = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
 @dataclass(frozen=True)
@@ -399,12 +434,14 @@ class _Body:
 @dataclass(frozen=True)
 class _Request:
     method: str
+    path: str
     route: _Route
     body: _Body
     namespace: Optional[str]
     idempotency_key: Optional[str]
     content_type: Optional[str]
     content_encoding: Optional[str]
+    cache_errors: bool = True      # read once per request: configure() may change it meanwhile
 
 
 class _StoredRow(NamedTuple):  # a NamedTuple: cheap to create a million of
@@ -623,6 +660,14 @@ def _body_digest(data: Optional[bytes]) -> bytes:
     return hashlib.blake2b(data or b"", digest_size=16).digest()
 
 
+def _key_scope(request: _Request) -> Optional[tuple]:
+    """CloudZero scopes an idempotency key to the HTTP method and path (here also the test-key
+    namespace, a separate world of its own)."""
+    if request.idempotency_key is None:
+        return None
+    return (request.namespace, request.method, request.path, request.idempotency_key)
+
+
 def _money(value: Decimal) -> str:
     return format(value, "f")
 
@@ -644,6 +689,7 @@ class Emulator:
         faults: Optional[FaultConfig] = None,
         seed: int = 0,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        cache_errors: bool = True,
     ) -> None:
         if not api_key:
             raise ValueError("api_key must be a non-empty string")
@@ -660,6 +706,9 @@ class Emulator:
         self._lock = threading.RLock()
         self._faults = faults or FaultConfig()
         self.latency_seconds = latency_seconds
+        # Like CloudZero: the first answer to an idempotency key is cached whatever its status.
+        # False: only answers to bodies the application parsed (200, 400) are remembered.
+        self.cache_errors = bool(cache_errors)
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
         self._stopping = threading.Event()
@@ -746,6 +795,7 @@ class Emulator:
                 "post_count": self.post_count,
                 "applied_drops": self.applied_drops,
                 "idempotent_replays": self.idempotent_replays,
+                "error_replays": self.error_replays,
                 "idempotency_key_mismatches": self.idempotency_key_mismatches,
                 "concurrency_violations": self.concurrency_violations,
                 "max_body_bytes_seen": self.max_body_bytes_seen,
@@ -755,6 +805,7 @@ class Emulator:
                 "faults_injected": dict(self._faults_injected),
                 "faults": self._faults.to_dict(),
                 "latency_seconds": self.latency_seconds,
+                "cache_errors": self.cache_errors,
                 "totals": self._json_totals(None),
                 "namespaces": {ns: self._json_totals(ns) for ns in self._stores if ns is not None},
             }
@@ -769,9 +820,15 @@ class Emulator:
 
     _UNSET: Any = object()
 
-    def configure(self, faults: Any = _UNSET, latency_seconds: Any = _UNSET) -> None:
-        """Change faults and/or latency; new faults re-arm their script."""
+    def configure(self, faults: Any = _UNSET, latency_seconds: Any = _UNSET,
+                  cache_errors: Any = _UNSET) -> None:
+        """Change faults, latency and/or error caching; new faults re-arm their script.
+        Answers already cached stay cached (``forget_idempotency_keys`` clears them)."""
         with self._lock:
+            if cache_errors is not self._UNSET:
+                if not isinstance(cache_errors, bool):
+                    raise ValueError("cache_errors must be true or false")
+                self.cache_errors = cache_errors
             if faults is not self._UNSET:
                 self._faults = faults or FaultConfig()
                 self._script = collections.deque(self._faults.script)
@@ -799,6 +856,7 @@ class Emulator:
         self.post_count = 0
         self.applied_drops = 0
         self.idempotent_replays = 0
+        self.error_replays = 0
         self.idempotency_key_mismatches = 0
         self.concurrency_violations = 0
         self.max_body_bytes_seen = 0
@@ -875,74 +933,112 @@ class Emulator:
         return self._serve_month(request), None
 
     def _serve_create(self, request: _Request) -> tuple[_Response, Optional[str]]:
-        if request.body.too_large:
+        """The answer to a create request, and the fault injected (if any).
+
+        Order, as at CloudZero: the load balancer and the gateway (front faults, never cached),
+        then the idempotency key (a cached answer is replayed before anything else runs), then
+        the application, whose answer is cached. With cache_errors off, application faults and
+        413 are answered before the key check and never remembered, as they used to be."""
+        if not request.cache_errors and request.body.too_large:
             return _message(413, "Request Too Long"), None
-        fault, transient = self._next_fault()
-        if transient is not None:
-            return transient, fault
-        response = self._create_drop(request)
+        fault = self._next_fault()
+        if fault in FRONT_FAULTS or (fault in APPLICATION_FAULTS and not request.cache_errors):
+            return self._fault_response(fault), fault
+        response, refused_by = self._create_drop(
+            request, fault if fault in APPLICATION_FAULTS else None)
+        if response.replayed and fault in APPLICATION_FAULTS:
+            fault = None  # the key was checked first: the application never ran
+        fault = refused_by or fault
         if fault == "slow":
             self._sleep(self._faults.slow_seconds)
         elif fault == "drop_after_apply":
-            response = _DROP
+            response = dataclasses.replace(_DROP, replayed=response.replayed)
         return response, fault
 
-    def _next_fault(self) -> tuple[Optional[str], Optional[_Response]]:
-        """(fault name, response for a transient fault). One random draw per create request."""
+    def _next_fault(self) -> Optional[str]:
+        """The fault for one create request: the next script name, else one random draw."""
         with self._lock:
             faults = self._faults
             name = self._script.popleft() if self._script else self._draw_fault(faults)
             if name == "ok":
-                return None, None
+                return None
             if name == "5xx" and faults.retry_after_5xx is not None:
-                name = "503_retry_after"
-            if name == "5xx":
-                status = self._rng.choice((500, 502))
-                text = "Internal Server Error" if status == 500 else "Bad Gateway"
-                return name, _message(status, text)
-            if name == "503_retry_after":
-                wait = faults.retry_after_5xx
-                wait = DEFAULT_RETRY_AFTER if wait is None else wait
-                return name, _message(503, "Service Unavailable",
-                                      (("Retry-After", _format_seconds(wait)),))
-            if name == "429":
-                return name, _message(429, "Too Many Requests",
-                                      (("Retry-After", _format_seconds(faults.retry_after_429)),))
-            return name, None
+                return "503_retry_after"
+            return name
 
     def _draw_fault(self, faults: FaultConfig) -> Optional[str]:
         draw = self._rng.random()
         for name, rate in (("5xx", faults.rate_5xx), ("429", faults.rate_429),
                            ("slow", faults.rate_slow),
-                           ("drop_after_apply", faults.rate_drop_after_apply)):
+                           ("drop_after_apply", faults.rate_drop_after_apply),
+                           ("front_5xx", faults.rate_front_5xx)):
             if draw < rate:
                 return name
             draw -= rate
         return None
 
-    def _create_drop(self, request: _Request) -> _Response:
-        key = (request.namespace, request.idempotency_key)
+    def _fault_response(self, name: str) -> _Response:
+        """The error answer of an application or front fault."""
+        with self._lock:
+            faults = self._faults
+            if name == "5xx":
+                status = self._rng.choice((500, 502))
+                return _message(status, "Internal Server Error" if status == 500 else "Bad Gateway")
+            if name == "503_retry_after":
+                wait = DEFAULT_RETRY_AFTER if faults.retry_after_5xx is None else faults.retry_after_5xx
+                return _unavailable(wait)
+            if name == "429":
+                return _message(429, "Too Many Requests",
+                                (("Retry-After", _format_seconds(faults.retry_after_429)),))
+            if name == "front_5xx":
+                if faults.retry_after_front_5xx is not None:
+                    return _unavailable(faults.retry_after_front_5xx)
+                status = self._rng.choice((502, 503, 504))
+                return _message(status, _FRONT_5XX_TEXT[status])
+        raise ValueError(f"{name!r} is not an error fault")
+
+    def _create_drop(self, request: _Request,
+                     app_fault: Optional[str]) -> tuple[_Response, Optional[str]]:
+        """Check the key, else run the application and remember its answer under the key.
+        Returns the answer and "forbidden" when forbid_after_drops refused it."""
+        key = _key_scope(request)
         digest = _body_digest(request.body.data)
-        if request.idempotency_key is not None:
+        if key is not None:
             replay = self._replay(key, digest)
             if replay is not None:
-                return replay
-        outcome = self._prepare(request)
+                return replay, None
+        refusal = self._refusal(request, app_fault) if request.cache_errors else None
+        outcome, refused_by = refusal if refusal is not None else (self._prepare(request), None)
         with self._lock:
             # Another request with the same key may have finished while we were validating.
-            if request.idempotency_key is not None:
+            if key is not None:
                 replay = self._replay(key, digest)
                 if replay is not None:
-                    return replay
+                    return replay, None
             if isinstance(outcome, _Response):
                 response = outcome
             elif self._forbidden():  # checked again under the lock: parallel connections race here
-                return _message(403, "Forbidden")
+                response, refused_by = _message(403, "Forbidden"), "forbidden"
+                if not request.cache_errors:
+                    return response, refused_by
             else:
                 response = self._apply(request.namespace, request.route.connection, outcome)
-            if request.idempotency_key is not None:
+            if key is not None:
                 self._keys[key] = _Remembered(response, digest)
-            return response
+            return response, refused_by
+
+    def _refusal(self, request: _Request,
+                 app_fault: Optional[str]) -> Optional[tuple[_Response, Optional[str]]]:
+        """With cache_errors: the application's answers that need no parsing, all cached."""
+        if app_fault is not None:
+            return self._fault_response(app_fault), None
+        if request.body.too_large:
+            return _message(413, "Request Too Long"), None
+        if self._forbidden():
+            return _message(403, "Forbidden"), "forbidden"
+        if not _CONNECTION_RE.fullmatch(request.route.connection or ""):
+            return _bad_connection(), None
+        return None
 
     def _replay(self, key: tuple, digest: bytes) -> Optional[_Response]:
         with self._lock:
@@ -950,9 +1046,11 @@ class Emulator:
             if remembered is None:
                 return None
             self.idempotent_replays += 1
+            if remembered.response.status != 200:
+                self.error_replays += 1
             if remembered.digest != digest:
                 self.idempotency_key_mismatches += 1
-            return remembered.response
+            return dataclasses.replace(remembered.response, replayed=True)
 
     def _prepare(self, request: _Request) -> Union[_Batch, _Response]:
         """Parse and check a create body: a batch to apply, or the 400 to send."""
@@ -1030,13 +1128,18 @@ class Emulator:
     def _control_configure(self, body: _Body) -> _Response:
         try:
             settings = _loads(body.data or b"{}")
-            if not isinstance(settings, dict) or set(settings) - {"faults", "latency_seconds"}:
-                raise ValueError("expected {\"faults\": {...}, \"latency_seconds\": x}")
+            if not isinstance(settings, dict) or set(settings) - CONFIGURE_FIELDS:
+                raise ValueError('expected {"faults": {...}, "latency_seconds": x, '
+                                 '"cache_errors": true|false}')
             changes = {}
             if "faults" in settings:
                 changes["faults"] = FaultConfig.from_dict(settings["faults"] or {})
             if "latency_seconds" in settings:
                 changes["latency_seconds"] = float(settings["latency_seconds"] or 0.0)
+            if "cache_errors" in settings:
+                if not isinstance(settings["cache_errors"], bool):
+                    raise ValueError("cache_errors must be true or false")
+                changes["cache_errors"] = settings["cache_errors"]
         except (ValueError, TypeError, UnicodeDecodeError) as exc:
             return _bad_request(f"bad configuration: {exc}")
         self.configure(**changes)
@@ -1150,7 +1253,7 @@ class _Handler(BaseHTTPRequestHandler):
         route = route_request(method, path)
         response, fault, body_size = _message(500, "Internal Server Error"), None, 0
         try:
-            response, fault, body_size = self._api(emulator, method, route)
+            response, fault, body_size = self._api(emulator, method, path, route)
         except Exception:  # a bug in the emulator: report it as 500 and count it
             emulator._note_internal_error()
             traceback.print_exc()
@@ -1158,17 +1261,19 @@ class _Handler(BaseHTTPRequestHandler):
         emulator._record(RequestRecord(
             method=method, path=path, connection=route.connection, status=response.status,
             idempotency_key=self.headers.get("cloudzero-idempotency-key") or None,
-            body_bytes=body_size, started=started, ended=time.monotonic(), fault=fault))
+            body_bytes=body_size, started=started, ended=time.monotonic(), fault=fault,
+            replayed=response.replayed))
         self._send(response)
 
-    def _api(self, emulator: Emulator, method: str,
+    def _api(self, emulator: Emulator, method: str, path: str,
              route: _Route) -> tuple[_Response, Optional[str], int]:
         """Checks that need only the headers, then the in-flight window. The window is left
         before the response is written, so a client that sends its next request as soon as it
         reads this response never trips the concurrency check."""
+        cache_errors = emulator.cache_errors
         if route.kind == "create":
             emulator._note_post()
-        early = self._early_rejection(emulator, route)
+        early = self._early_rejection(emulator, route, cache_errors)
         if early is not None:
             response, fault = early
             return response, fault, self._read_body(0).size
@@ -1179,26 +1284,32 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._read_body(emulator.max_body_bytes)
             if body.error:
                 return _bad_request(body.error), None, body.size
-            response, fault = emulator._serve(self._request(method, route, body))
+            response, fault = emulator._serve(self._request(method, path, route, body, cache_errors))
             return response, fault, body.size
 
-    def _early_rejection(self, emulator: Emulator,
-                         route: _Route) -> Optional[tuple[_Response, Optional[str]]]:
+    def _early_rejection(self, emulator: Emulator, route: _Route,
+                         cache_errors: bool) -> Optional[tuple[_Response, Optional[str]]]:
+        """Answers that need only the headers. Without the right API key nothing can be matched
+        to an idempotency key; with cache_errors, a create request's other refusals are the
+        application's, cached under its key (see Emulator._refusal)."""
         if route.error is not None and route.error.status in (404, 405):
             return route.error, None
         if not emulator._authorized(self.headers.get("Authorization")):
             return _message(403, "Forbidden"), None
+        if route.kind == "create" and cache_errors:
+            return None
         if emulator._forbidden():
             return _message(403, "Forbidden"), "forbidden"
         if route.connection is not None and not _CONNECTION_RE.fullmatch(route.connection):
-            return _bad_request("connection_id must match [A-Za-z0-9_-]{1,128}"), None
+            return _bad_connection(), None
         if route.error is not None:
             return route.error, None
         return None
 
-    def _request(self, method: str, route: _Route, body: _Body) -> _Request:
+    def _request(self, method: str, path: str, route: _Route, body: _Body,
+                 cache_errors: bool) -> _Request:
         return _Request(
-            method=method, route=route, body=body,
+            method=method, path=path, route=route, body=body, cache_errors=cache_errors,
             namespace=self.headers.get("cloudzero-test-key") or None,
             idempotency_key=self.headers.get("cloudzero-idempotency-key") or None,
             content_type=self.headers.get("Content-Type"),
@@ -1322,9 +1433,20 @@ def _parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
     parser.add_argument("--faults", default=None, help="FaultConfig fields as a JSON object")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache_errors", "--cache-errors", type=_true_or_false, default=True,
+                        metavar="true|false",
+                        help="cache the first answer to an idempotency key, errors included, "
+                             "as CloudZero does (default: true)")
     parser.add_argument("--port_file", "--port-file", default=None,
                         help="write the bound port to this file")
     return parser.parse_args(argv)
+
+
+def _true_or_false(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value == "true"
 
 
 def _write_port_file(path: str, port: int) -> None:
@@ -1344,7 +1466,8 @@ def _build_from_args(args: argparse.Namespace) -> Emulator:
     except (ValueError, TypeError) as exc:
         raise ValueError(f"--faults: {exc}") from None
     return Emulator(api_key=key, mode=args.mode, host=args.host, port=args.port,
-                    latency_seconds=args.latency, faults=faults, seed=args.seed)
+                    latency_seconds=args.latency, faults=faults, seed=args.seed,
+                    cache_errors=args.cache_errors)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

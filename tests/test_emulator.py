@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -614,15 +615,139 @@ def test_in_flight_window_covers_the_request_records(emu):
 # faults
 # ---------------------------------------------------------------------------------------------
 
-def test_scripted_5xx_is_not_applied_and_the_key_stays_usable(emu, client):
-    emu.configure(faults=FaultConfig(script=["5xx", "ok"]))
-    payload = body([row()])
-    failed = client.create(payload, cloudzero_idempotency_key="r1")
-    assert failed.status_code in (500, 502) and "Retry-After" not in failed.headers
+def test_without_error_caching_a_scripted_5xx_leaves_the_key_usable():
+    with Emulator(api_key=KEY, cache_errors=False,
+                  faults=FaultConfig(script=["5xx", "ok"])) as emu:
+        client = Client(emu)
+        payload = body([row()])
+        failed = client.create(payload, cloudzero_idempotency_key="r1")
+        assert failed.status_code in (500, 502) and "Retry-After" not in failed.headers
+        assert emu.applied_drops == 0
+        retried = client.create(payload, cloudzero_idempotency_key="r1")
+        assert retried.status_code == 200 and emu.applied_drops == 1
+        assert [r.fault for r in emu.requests] == ["5xx", None]
+        assert emu.stats()["cache_errors"] is False and emu.idempotent_replays == 0
+
+
+def test_a_cached_503_is_replayed_to_every_retry_with_the_same_key(emu, client):
+    emu.configure(faults=FaultConfig(script=["503_retry_after"], retry_after_5xx=2))
+    payload = body([row(cost="5")])
+    first = client.create(payload, cloudzero_idempotency_key="r1")
+    retries = [client.create(payload, cloudzero_idempotency_key="r1") for _ in range(3)]
+    assert first.status_code == 503 and first.headers["Retry-After"] == "2"
+    for retry in retries:
+        assert retry.status_code == 503 and retry.headers["Retry-After"] == "2"
+        assert retry.content == first.content
+    assert emu.applied_drops == 0 and emu.totals() == {}
+    assert [(r.fault, r.replayed) for r in emu.requests] == [
+        ("503_retry_after", False), (None, True), (None, True), (None, True)]
+    stats = emu.stats()
+    assert stats["cache_errors"] is True
+    assert stats["idempotent_replays"] == stats["error_replays"] == 3
+    # a new key reaches the application again
+    assert client.create(payload, cloudzero_idempotency_key="r1-next").status_code == 200
+    assert emu.applied_drops == 1
+
+
+def test_a_cached_500_replays_even_to_a_different_body(emu, client):
+    emu.configure(faults=FaultConfig(script=["5xx"]))
+    first = client.create(body([row(cost="1")]), cloudzero_idempotency_key="k")
+    other = client.create(body([row(cost="2")]), cloudzero_idempotency_key="k")
+    assert first.status_code in (500, 502) and other.status_code == first.status_code
+    assert emu.idempotency_key_mismatches == 1 and emu.applied_drops == 0
+
+
+@pytest.mark.parametrize("faults,expected_status,expected_retry_after", [
+    (FaultConfig(script=["front_5xx"], retry_after_front_5xx=0.5), {503}, "0.5"),
+    (FaultConfig(script=["front_5xx"]), {502, 503, 504}, None),
+    (FaultConfig(rate_front_5xx=1.0, retry_after_front_5xx=1), {503}, "1"),
+])
+def test_a_front_5xx_is_not_cached_and_the_retry_applies(emu, client, faults, expected_status,
+                                                        expected_retry_after):
+    emu.configure(faults=faults)
+    payload = body([row(cost="7")])
+    failed = client.create(payload, cloudzero_idempotency_key="f1")
+    assert failed.status_code in expected_status
+    assert failed.headers.get("Retry-After") == expected_retry_after
     assert emu.applied_drops == 0
-    retried = client.create(payload, cloudzero_idempotency_key="r1")
+    emu.configure(faults=FaultConfig())  # the load balancer recovers
+    retried = client.create(payload, cloudzero_idempotency_key="f1")
     assert retried.status_code == 200 and emu.applied_drops == 1
-    assert [r.fault for r in emu.requests] == ["5xx", None]
+    assert emu.totals()["c1"]["2024-08"]["cost"] == Decimal("7")
+    assert [(r.fault, r.replayed) for r in emu.requests] == [("front_5xx", False), (None, False)]
+    assert emu.idempotent_replays == 0
+
+
+def test_an_application_fault_cannot_hit_a_request_whose_key_is_cached(emu, client):
+    emu.configure(faults=FaultConfig(script=["ok", "5xx", "503_retry_after"]))
+    statuses = [client.create(body([row()]), cloudzero_idempotency_key="s").status_code
+                for _ in range(3)]
+    assert statuses == [200, 200, 200] and emu.applied_drops == 1
+    assert emu.stats()["faults_injected"] == {}
+
+
+def test_a_front_fault_still_hits_a_request_whose_key_is_cached(emu, client):
+    emu.configure(faults=FaultConfig(script=["ok", "front_5xx", "429", "ok"]))
+    statuses = [client.create(body([row()]), cloudzero_idempotency_key="s").status_code
+                for _ in range(4)]
+    assert statuses[0] == 200 and statuses[1] in (502, 503, 504) and statuses[2:] == [429, 200]
+    assert [r.replayed for r in emu.requests] == [False, False, False, True]
+
+
+def _too_large(emu) -> dict:
+    return body([row(cost="1", **{"lineitem/description": "x" * emu.max_body_bytes})])
+
+
+@pytest.mark.parametrize("cache_errors", [True, False])
+def test_413_and_403_are_cached_only_with_error_caching(cache_errors):
+    with Emulator(api_key=KEY, cache_errors=cache_errors, max_body_bytes=2000) as emu:
+        client = Client(emu)
+        large = client.create(_too_large(emu), cloudzero_idempotency_key="big")
+        small = client.create(body([row()]), cloudzero_idempotency_key="big")
+        assert large.status_code == 413
+        assert small.status_code == (413 if cache_errors else 200)
+        emu.configure(faults=FaultConfig(forbid_after_drops=0))
+        refused = client.create(body([row()]), cloudzero_idempotency_key="revoked")
+        assert refused.status_code == 403 and emu.requests[-1].fault == "forbidden"
+        emu.configure(faults=FaultConfig())
+        again = client.create(body([row()]), cloudzero_idempotency_key="revoked")
+        assert again.status_code == (403 if cache_errors else 200)
+        assert emu.error_replays == (2 if cache_errors else 0)
+
+
+def test_a_wrong_api_key_is_refused_without_touching_the_cache(emu, client):
+    assert Client(emu, key="wrong").create(body([row()]),
+                                           cloudzero_idempotency_key="w").status_code == 403
+    assert client.create(body([row()]), cloudzero_idempotency_key="w").status_code == 200
+    assert Client(emu, key="wrong").create(body([row()]),
+                                           cloudzero_idempotency_key="w").status_code == 403
+    assert emu.idempotent_replays == 0 and emu.applied_drops == 1
+
+
+def test_a_bad_connection_id_is_a_cached_application_answer(emu, client):
+    first = client.create(body([row()]), conn="bad.id", cloudzero_idempotency_key="b")
+    again = client.create(body([row()]), conn="bad.id", cloudzero_idempotency_key="b")
+    assert first.status_code == again.status_code == 400
+    assert "connection_id" in error_message(again) and emu.error_replays == 1
+
+
+def test_an_idempotency_key_is_scoped_to_its_path(emu, client):
+    client.create(body([row()]), conn="c1", cloudzero_idempotency_key="same")
+    client.create(body([row()]), conn="c2", cloudzero_idempotency_key="same")
+    assert emu.applied_drops == 2 and emu.idempotent_replays == 0
+
+
+def test_drop_after_apply_replays_the_cached_success(emu, client):
+    emu.configure(faults=FaultConfig(script=["drop_after_apply", "drop_after_apply"]))
+    payload = body([row(cost="3")])
+    for _ in range(2):
+        with pytest.raises(requests.exceptions.ConnectionError):
+            client.create(payload, cloudzero_idempotency_key="d")
+    replay = client.create(payload, cloudzero_idempotency_key="d")
+    assert replay.status_code == 200 and emu.applied_drops == 1
+    assert [(r.fault, r.replayed) for r in emu.requests] == [
+        ("drop_after_apply", False), ("drop_after_apply", True), (None, True)]
+    assert emu.error_replays == 0
 
 
 @pytest.mark.parametrize("faults,expected_retry_after", [
@@ -834,6 +959,24 @@ def test_control_endpoints(emu, client):
     assert emu.totals() == {} and emu.requests == []
 
 
+def test_configure_endpoint_switches_error_caching(emu, client):
+    def configure(settings):
+        return requests.post(f"{emu.url}/_emulator/configure", json=settings, timeout=5)
+
+    assert requests.get(f"{emu.url}/_emulator/stats", timeout=5).json()["cache_errors"] is True
+    assert configure({"cache_errors": False, "faults": {"script": ["5xx"]}}).ok
+    assert requests.get(f"{emu.url}/_emulator/stats", timeout=5).json()["cache_errors"] is False
+    assert client.create(body([row()]), cloudzero_idempotency_key="x").status_code in (500, 502)
+    assert client.create(body([row()]), cloudzero_idempotency_key="x").status_code == 200
+    assert configure({"cache_errors": True, "faults": {"script": ["5xx"]}}).ok
+    assert client.create(body([row()]), cloudzero_idempotency_key="y").status_code in (500, 502)
+    assert client.create(body([row()]), cloudzero_idempotency_key="y").status_code in (500, 502)
+    for nonsense in ("false", 0, None):
+        refused = configure({"cache_errors": nonsense})
+        assert refused.status_code == 400 and "cache_errors" in error_message(refused)
+    assert emu.cache_errors is True
+
+
 def test_stop_is_quick_with_idle_and_sleeping_connections():
     emu = Emulator(api_key=KEY, latency_seconds=5).start()
     idle = Client(emu)
@@ -856,25 +999,18 @@ def _ignore_errors(call) -> None:
         pass
 
 
-def test_cli_subprocess(tmp_path):
+@contextlib.contextmanager
+def emulator_process(tmp_path, *args: str):
+    """`python -m anycost_emulator` on a free port: yields (url, the line it printed)."""
     port_file = tmp_path / "port"
     env = {**os.environ, "CLOUDZERO_API_KEY": KEY, "PYTHONPATH": str(PROJECT_ROOT)}
     process = subprocess.Popen(
         [sys.executable, "-m", "anycost_emulator", "--port", "0", "--port_file", str(port_file),
-         "--faults", '{"script": ["ok"]}'],
-        cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         *args], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
     try:
         line = process.stdout.readline().strip()
-        port = int(port_file.read_text())
-        assert line == f"AnyCost emulator listening on http://127.0.0.1:{port}"
-        url = f"http://127.0.0.1:{port}"
-        response = requests.post(f"{url}/v2/connections/billing/anycost/c1/billing_drops",
-                                 json=body([row(cost="2")]), headers={"Authorization": KEY},
-                                 timeout=5)
-        assert response.status_code == 200
-        stats = requests.get(f"{url}/_emulator/stats", timeout=5).json()
-        assert stats["applied_drops"] == 1
-        assert stats["totals"] == {"c1": {"2024-08": {"rows": 1, "cost": "2", "bodies": 1}}}
+        yield f"http://127.0.0.1:{int(port_file.read_text())}", line
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=5) == 0
     finally:
@@ -883,6 +1019,39 @@ def test_cli_subprocess(tmp_path):
             process.wait()
         process.stdout.close()
         process.stderr.close()
+
+
+def post_drop(url: str, payload: dict, **headers: str) -> requests.Response:
+    return requests.post(f"{url}/v2/connections/billing/anycost/c1/billing_drops", json=payload,
+                         headers={"Authorization": KEY, **headers}, timeout=5)
+
+
+def test_cli_subprocess(tmp_path):
+    with emulator_process(tmp_path, "--faults", '{"script": ["ok"]}') as (url, line):
+        assert line == f"AnyCost emulator listening on {url}"
+        assert post_drop(url, body([row(cost="2")])).status_code == 200
+        stats = requests.get(f"{url}/_emulator/stats", timeout=5).json()
+        assert stats["applied_drops"] == 1 and stats["cache_errors"] is True
+        assert stats["totals"] == {"c1": {"2024-08": {"rows": 1, "cost": "2", "bodies": 1}}}
+
+
+@pytest.mark.parametrize("flag,cached", [("true", True), ("false", False), ("FALSE", False)])
+def test_cli_cache_errors_flag(tmp_path, flag, cached):
+    faults = '{"script": ["503_retry_after"], "retry_after_5xx": 0.01}'
+    with emulator_process(tmp_path, "--cache_errors", flag, "--faults", faults) as (url, _):
+        key = {"cloudzero-idempotency-key": "k"}
+        assert post_drop(url, body([row()]), **key).status_code == 503
+        assert post_drop(url, body([row()]), **key).status_code == (503 if cached else 200)
+        stats = requests.get(f"{url}/_emulator/stats", timeout=5).json()
+        assert stats["cache_errors"] is cached and stats["error_replays"] == int(cached)
+
+
+def test_cli_rejects_a_cache_errors_value_that_is_not_true_or_false():
+    result = subprocess.run(
+        [sys.executable, "-m", "anycost_emulator", "--port", "0", "--cache-errors", "maybe"],
+        cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        capture_output=True, text=True, timeout=10)
+    assert result.returncode == 2 and "expected true or false, got 'maybe'" in result.stderr
 
 
 def test_cli_without_key_exits_2(tmp_path):
