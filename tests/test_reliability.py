@@ -36,7 +36,7 @@ def test_transient_faults_never_lose_or_double_count(key, tmp_path, capsys):
     path, expected = _input(tmp_path)
     faults = FaultConfig(rate_5xx=0.15, retry_after_5xx=None, rate_429=0.10, retry_after_429=0.01,
                          rate_drop_after_apply=0.10)
-    with Emulator(api_key=TEST_KEY, faults=faults, seed=7, cache_errors=False) as emu:
+    with Emulator(api_key=TEST_KEY, faults=faults, seed=7) as emu:
         code, report, printed = run_cli(_args(emu, path, tmp_path, "--max_attempts", "20"), capsys)
         assert code == 0, printed
         assert emulator_totals(emu) == expected
@@ -55,7 +55,7 @@ def test_transient_faults_never_lose_or_double_count(key, tmp_path, capsys):
 def test_retry_after_is_honoured_for_503_and_429(key, tmp_path, capsys):
     path, expected = _input(tmp_path, connections=1, rows_per=10)
     faults = FaultConfig(script=["503_retry_after", "429"], retry_after_5xx=0.4, retry_after_429=0.3)
-    with Emulator(api_key=TEST_KEY, faults=faults, cache_errors=False) as emu:
+    with Emulator(api_key=TEST_KEY, faults=faults) as emu:
         code, _, printed = run_cli(_args(emu, path, tmp_path), capsys)
         assert code == 0, printed
         first, second, third = [r for r in emu.requests if r.method == "POST"][:3]
@@ -180,3 +180,77 @@ def test_a_server_echoing_the_key_is_redacted(key):
     finally:
         server.shutdown()
     assert outcome.status == 403 and TEST_KEY not in outcome.message and "<api key>" in outcome.message
+
+
+def _hidden_data_set(tmp_path, seed, connections=3):
+    """A data set the connector has not seen: random rows over several streams and months,
+    costs with up to 9 decimals (negative ones too), text that needs JSON escaping."""
+    import random
+    rng = random.Random(seed)
+    rows, expected = [], collections.defaultdict(list)
+    for i in range(rng.randint(250, 400)):
+        conn = f"stream-{rng.randrange(connections)}"
+        month = rng.choice(["2024-06", "2024-07", "2024-08"])
+        cost = f"{rng.choice(['', '-'])}{rng.randint(0, 10**6)}.{rng.randint(0, 10**9):09d}"
+        text = rng.choice(["plain", 'a "quoted" word', "comma, inside", "back\\slash", "ünïcødé €"]) + f" {i}"
+        start = f"{month}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00Z"
+        rows.append([conn, start, cost, f"res-{rng.randrange(50)}", text])
+        expected[(conn, month)].append({"time/usage_start": start, "cost/cost": cost,
+                                        "resource/id": rows[-1][3], "lineitem/description": text})
+    path = write_csv(str(tmp_path / "in" / f"hidden-{seed}.csv"), HEADER, rows)
+    return path, expected
+
+
+def _canonical(rows):
+    return sorted(json.dumps(row, sort_keys=True) for row in rows)
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_cached_errors_and_dropped_answers_still_deliver_exactly_and_a_rerun_posts_nothing(key, tmp_path,
+                                                                                            capsys, seed):
+    """CloudZero's behaviour: the first answer to a key is cached, errors included. 30% of
+    answers fail (application 5xx, cached; load-balancer 5xx with Retry-After, not cached)
+    and 10% are applied with the answer lost. Every stream-month arrives exactly: the same
+    rows, text and Decimal cost; nothing twice; a rerun with the same --state_path posts nothing."""
+    from decimal import Decimal
+    path, expected = _hidden_data_set(tmp_path, seed)
+    state = str(tmp_path / "state")
+    faults = FaultConfig(rate_5xx=0.15, rate_front_5xx=0.15, retry_after_front_5xx=0.01,
+                         rate_drop_after_apply=0.10)
+    with Emulator(api_key=TEST_KEY, faults=faults, seed=seed) as emu:
+        code, report, printed = run_cli(_args(emu, path, tmp_path, "--state_path", state), capsys)
+        assert code == 0, printed
+        for (conn, month), rows in expected.items():
+            held = emu.rows(conn, month)
+            assert _canonical(held) == _canonical(rows), (conn, month)
+            assert sum(Decimal(r["cost/cost"]) for r in held) == sum(Decimal(r["cost/cost"]) for r in rows)
+        assert sum(len(emu.rows(c, m)) for c, m in expected) == sum(len(r) for r in expected.values())
+        assert emu.applied_drops == report["bodies_sent"] == report["bodies_planned"]
+        injected = collections.Counter(r.fault for r in emu.requests if r.fault)
+        assert injected["5xx"] and injected["front_5xx"] and injected["drop_after_apply"], injected
+        assert report["bodies_moved_to_a_new_key"] > 0 and "moved to a new idempotency key" in printed
+        assert emu.concurrency_violations == 0
+
+        posts = emu.post_count
+        code, again, printed = run_cli(_args(emu, path, tmp_path, "--state_path", state), capsys)
+        assert code == 0, printed
+        assert emu.post_count == posts and again["bodies_already_delivered"] == report["bodies_sent"]
+        assert {(c, m): _canonical(emu.rows(c, m)) for c, m in expected} == {
+            key_: _canonical(rows) for key_, rows in expected.items()}
+
+
+def test_a_rerun_without_state_replays_cached_answers_and_adds_nothing(key, tmp_path, capsys):
+    """Every body's first answer is a cached application 503; the run moves each to its next
+    key. A rerun without --state_path walks the same keys: the cached 503 again, then the
+    cached success of generation 1. Nothing is applied twice."""
+    path, expected = _input(tmp_path, connections=1, rows_per=30)
+    with Emulator(api_key=TEST_KEY, faults=FaultConfig(script=["5xx"] * 2)) as emu:
+        code, report, printed = run_cli(_args(emu, path, tmp_path), capsys)
+        assert code == 0, printed
+        applied = emu.applied_drops
+        code, again, printed = run_cli(_args(emu, path, tmp_path), capsys)
+        assert code == 0, printed
+        assert emu.applied_drops == applied and emulator_totals(emu) == expected
+        moved = [entry for months in again["streams"].values() for entry in months.values()
+                 if entry.get("key_moves")]
+        assert moved and "HTTP 50" in moved[0]["key_moves"][0]
