@@ -135,9 +135,11 @@ class ConnectionSender:
                 return rows_held(outcome.payload), None
             except (ValueError, TypeError, AttributeError) as err:
                 reason = str(err)
+        hint = ""
+        if outcome.status is not None:  # CloudZero answered: the key may lack read scope
+            hint = "; if the key may not read billing drops, --skip_month_check sends without this check"
         return None, (f"could not read the rows CloudZero holds ({reason}), so no month of "
-                      f"{connection_id} was sent; if the key may not read billing drops, "
-                      "--skip_month_check sends without this check")
+                      f"{connection_id} was sent{hint}")
 
     def validate(self, bodies) -> List[BodyResult]:
         """Ask the validate endpoint about each body; nothing is stored by CloudZero."""
@@ -223,9 +225,9 @@ class ConnectionSender:
         self._observer.attempt(outcome, self._clock() - before)
         return outcome
 
-    def _decide(self, attempt, started, outcome):
+    def _decide(self, attempt, started, outcome, read_only=False):
         return self._policy.decide(attempt, self._clock() - started, outcome, now=self._wall_clock(),
-                                   rng=self._rng)
+                                   rng=self._rng, read_only=read_only)
 
     def _with_retries(self, what, call):
         """Call until success or the policy gives up: (last outcome, attempts, the reason).
@@ -234,7 +236,7 @@ class ConnectionSender:
         while True:
             attempt += 1
             outcome = self._attempt(call)
-            decision = self._decide(attempt, started, outcome)
+            decision = self._decide(attempt, started, outcome, read_only=True)
             if not decision.retry:
                 return outcome, attempt, decision.reason
             self._observer.retry(what, decision)

@@ -73,24 +73,26 @@ class RetryPolicy:
     backoff_max: float = 60.0
     attempt_seconds: float = 0.0
 
-    def decide(self, attempt, elapsed, outcome: Outcome, *, now, rng: random.Random = random) -> Decision:
+    def decide(self, attempt, elapsed, outcome: Outcome, *, now, rng: random.Random = random,
+               read_only=False) -> Decision:
         """After `attempt` attempts taking `elapsed` seconds in all, try again or give up.
-        `now` is the wall-clock time (seconds since the epoch), for Retry-After dates."""
+        `now` is the wall-clock time (seconds since the epoch), for Retry-After dates;
+        `read_only` requests (reads, validation) change nothing, and the reason says so."""
         if outcome.ok:
             return Decision(False, reason="delivered")
         if not self.is_retryable(outcome):
-            return Decision(False, reason=explain(outcome))
+            return Decision(False, reason=explain(outcome, read_only))
         if attempt >= self.max_attempts:
             return Decision(False, reason=(f"gave up after {attempt} attempts in {elapsed:.0f} s "
-                                           f"(--max_attempts {self.max_attempts}): {explain(outcome)}"))
+                                           f"(--max_attempts {self.max_attempts}): {explain(outcome, read_only)}"))
         delay = parse_retry_after(outcome.retry_after, now)
         if delay is None:
             delay = rng.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)))
         if elapsed + delay + self.attempt_seconds > self.max_total_seconds:
             return Decision(False, reason=(f"gave up after {attempt} attempts in {elapsed:.0f} s "
                                            f"(another would pass --max_retry_seconds "
-                                           f"{self.max_total_seconds:g}): {explain(outcome)}"))
-        return Decision(True, delay=delay, reason=explain(outcome))
+                                           f"{self.max_total_seconds:g}): {explain(outcome, read_only)}"))
+        return Decision(True, delay=delay, reason=explain(outcome, read_only))
 
     @staticmethod
     def is_retryable(outcome: Outcome):
@@ -152,11 +154,13 @@ def _detail(outcome):
     return f" ({outcome.message})" if outcome.message else ""
 
 
-def explain(outcome: Outcome):
-    """One short line a person can act on; it never holds the API key."""
+def explain(outcome: Outcome, read_only=False):
+    """One short line a person can act on; it never holds the API key. For a `read_only`
+    request nothing can have been applied, so the line does not say so."""
     server = f": {outcome.message}" if outcome.message else ""
     if outcome.status is None:
         detail = _detail(outcome)
+        applied = "" if read_only else "; it may have been applied"
         return {
             CONNECT: f"could not connect{detail}; nothing was sent",
             DNS: f"the host name did not resolve{detail}; nothing was sent. Check --api_url",
@@ -164,8 +168,8 @@ def explain(outcome: Outcome):
             TLS_CERTIFICATE: (f"the server's TLS certificate was not accepted{detail}; nothing was sent. "
                               "Behind a TLS-inspecting proxy or with a private CA, set REQUESTS_CA_BUNDLE "
                               "to that CA bundle file; check --api_url"),
-            TIMEOUT: f"no answer{detail} after the request was sent; it may have been applied",
-            CONNECTION: f"the connection broke{detail} after the request was sent; it may have been applied",
+            TIMEOUT: f"no answer{detail} after the request was sent{applied}",
+            CONNECTION: f"the connection broke{detail} after the request was sent{applied}",
         }.get(outcome.error, f"the request failed{detail}")
     status = outcome.status
     if status in (401, 403):

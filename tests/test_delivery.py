@@ -448,6 +448,12 @@ def test_rows_held_failure_names_the_switch():
     assert "no month of conn was sent" in problem
     client.script[("list", "conn")] = [Outcome(status=200, payload={"unexpected": 1})]
     assert "--skip_month_check" in send.rows_held("conn")[1]
+    # An endpoint that cannot be reached is not a scope problem: no misleading hint, and a
+    # read that timed out cannot have applied anything.
+    client.script[("list", "conn")] = [Outcome(error="timeout", message="within --read_timeout 30 s")] * 5
+    held, problem = send.rows_held("conn")
+    assert held is None and "--skip_month_check" not in problem and "applied" not in problem
+    assert "no answer (within --read_timeout 30 s) after the request was sent" in problem
 
 
 def test_month_limit_refusal_gives_both_numbers():

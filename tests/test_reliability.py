@@ -254,3 +254,61 @@ def test_a_rerun_without_state_replays_cached_answers_and_adds_nothing(key, tmp_
         moved = [entry for months in again["streams"].values() for entry in months.values()
                  if entry.get("key_moves")]
         assert moved and "HTTP 50" in moved[0]["key_moves"][0]
+
+
+def _preload(emu, connection, month, rows, per_body=330_000):
+    """Earlier runs' drops: `rows` rows in `month`, posted through the API like any client."""
+    import requests
+    row = b'{"time/usage_start":"%s-01T00:00:00Z","cost/cost":"0.01"}' % month.encode()
+    while rows:
+        count, rows = min(rows, per_body), rows - min(rows, per_body)
+        body = b'{"month":"%s","operation":"sum","data":[%s]}' % (month.encode(), b",".join([row] * count))
+        answer = requests.post(f"{emu.url}/v2/connections/billing/anycost/{connection}/billing_drops", data=body,
+                               headers={"Authorization": TEST_KEY, "Content-Type": "application/json"}, timeout=60)
+        assert answer.status_code == 200, answer.text
+
+
+def test_a_month_that_would_pass_a_million_rows_is_refused_before_any_of_it_is_sent(key, tmp_path, capsys):
+    """CloudZero already holds 990,000 rows for 2024-08; this run would `sum` 20,000 more.
+    The month is refused before any of its bodies is sent; the months before and after it,
+    and the other connection, are delivered; the run exits 1."""
+    from decimal import Decimal
+    rows, expected = [], collections.defaultdict(lambda: [0, Decimal(0)])
+    for i in range(20_000):
+        rows.append(["full", f"2024-08-{1 + i % 28:02d}T{i % 24:02d}:00:00Z", f"{i % 97}.25", f"r{i}", "x"])
+    for conn, month in [("full", "2024-07"), ("full", "2024-09"), ("other", "2024-08")]:
+        for i in range(40):
+            rows.append([conn, f"{month}-{1 + i % 28:02d}T{i % 24:02d}:00:00Z", f"{i}.5", f"r{i}", "y"])
+            expected[(conn, month)][0] += 1
+            expected[(conn, month)][1] += Decimal(f"{i}.5")
+    path = write_csv(str(tmp_path / "in" / "daily.csv"), HEADER, rows)
+    with Emulator(api_key=TEST_KEY, mode="throughput", max_body_bytes=25_000_000) as emu:  # big preload bodies
+        _preload(emu, "full", "2024-08", 990_000)
+        before = emu.totals()["full"]["2024-08"]
+        posts_before = emu.post_count
+        code, report, printed = run_cli(["--input", path, "--stream_column", "connection_id",
+                                         f"--api_url={emu.url}", f"--report_path={tmp_path}/report.json"], capsys)
+        assert code == 1, printed
+        refused = report["streams"]["full"]["2024-08"]
+        assert refused["status"] == "refused" and refused["rows"] == 20_000
+        assert "990,000" in refused["messages"][0] and "20,000" in refused["messages"][0]
+        assert "CloudZero already holds 990,000 rows for 2024-08" in printed
+        after = emu.totals()
+        assert after["full"]["2024-08"] == before  # not one of its bodies was sent
+        new_posts = [r for r in emu.requests[posts_before:] if r.method == "POST"]
+        assert new_posts and all(r.status == 200 for r in new_posts)
+        for (conn, month), (count, cost) in expected.items():
+            assert report["streams"][conn][month]["status"] == "delivered"
+            assert (after[conn][month]["rows"], Decimal(after[conn][month]["cost"])) == (count, cost)
+        assert report["month_check"] == "checked"
+
+
+def test_skip_month_check_sends_without_reading_and_says_so(key, tmp_path, capsys):
+    path, expected = _input(tmp_path, connections=2, rows_per=20)
+    with Emulator(api_key=TEST_KEY) as emu:
+        code, report, printed = run_cli(_args(emu, path, tmp_path, "--skip_month_check"), capsys)
+        assert code == 0, printed
+        assert all(r.method == "POST" for r in emu.requests)  # no GET of the drops
+        assert report["month_check"] == "skipped (--skip_month_check)"
+        assert "monthly row limits were not checked" in printed
+        assert emulator_totals(emu) == expected
