@@ -27,7 +27,7 @@ class RunConfig:
     test_namespace: Optional[str] = None
     state_path: Optional[str] = None
     max_attempts: int = 8
-    max_retry_seconds: float = 100.0
+    max_retry_seconds: float = 90.0
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
     max_concurrent_streams: int = 8

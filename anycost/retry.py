@@ -68,7 +68,7 @@ class RetryPolicy:
     `max_total_seconds`, so an endpoint that never answers ends the body in bounded time.
     """
     max_attempts: int = 8
-    max_total_seconds: float = 100.0
+    max_total_seconds: float = 90.0
     backoff_base: float = 0.5
     backoff_max: float = 60.0
     attempt_seconds: float = 0.0

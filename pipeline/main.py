@@ -84,7 +84,7 @@ def build_parser():
     add("--test_namespace", metavar="KEY", help="send cloudzero-test-key: KEY on every request")
     add("--state_path", help="record delivered bodies here (local or gs://) so a rerun resumes")
     add("--max_attempts", type=int, default=8)
-    add("--max_retry_seconds", type=float, default=100.0)
+    add("--max_retry_seconds", type=float, default=90.0)
     add("--connect_timeout", type=float, default=10.0)
     add("--read_timeout", type=float, default=30.0)
     add("--skip_month_check", type=_flag, nargs="?", const=True, default=False, metavar="true|false",
