@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -18,7 +20,9 @@ from pathlib import Path
 import pytest
 import requests
 
-import anycost_emulator.emulator as emulator_module
+from anycost_emulator import cli
+from anycost_emulator import rules as rules_module
+from anycost_emulator import store as store_module
 from anycost_emulator import Emulator, FaultConfig, validate_body
 
 KEY = "test-api-key-123"
@@ -361,7 +365,7 @@ def test_empty_data_is_ok(emu, client):
 
 def test_validate_body_is_pure_and_caps_errors(monkeypatch):
     assert validate_body(body(fixture_rows(), month="2024-09")) == []
-    monkeypatch.setattr(emulator_module, "MAX_REPORTED_ERRORS", 3)
+    monkeypatch.setattr(rules_module, "MAX_REPORTED_ERRORS", 3)
     errors = validate_body(body([row(cost="x")] * 10))
     assert len(errors) == 4 and errors[-1].startswith("too many errors")
     assert errors[0].startswith("data[0]['cost/cost']")
@@ -467,7 +471,7 @@ def test_costs_are_summed_exactly(emu, client):
 # ---------------------------------------------------------------------------------------------
 
 def test_monthly_row_limit(monkeypatch, emu, client):
-    monkeypatch.setattr(emulator_module, "MONTH_ROW_LIMIT", 5)
+    monkeypatch.setattr(store_module, "MONTH_ROW_LIMIT", 5)
     assert client.create(body([row()] * 3)).status_code == 200
     response = client.create(body([row()] * 3))
     assert response.status_code == 400
@@ -481,7 +485,7 @@ def test_monthly_row_limit(monkeypatch, emu, client):
 
 def test_monthly_byte_limit(monkeypatch, emu, client):
     one_row_bytes = len(json.dumps(row(), separators=(",", ":")).encode())
-    monkeypatch.setattr(emulator_module, "MONTH_BYTE_LIMIT", one_row_bytes * 2)
+    monkeypatch.setattr(store_module, "MONTH_BYTE_LIMIT", one_row_bytes * 2)
     assert client.create(body([row()] * 2)).status_code == 200
     response = client.create(body([row()]))
     assert response.status_code == 400 and "bytes" in error_message(response)
@@ -861,6 +865,83 @@ def test_fault_config_rejects_nonsense():
 
 
 # ---------------------------------------------------------------------------------------------
+# preloaded months: "a month already holding 990,000 rows", cheaply
+# ---------------------------------------------------------------------------------------------
+
+def test_preload_counts_towards_the_monthly_row_limit(emu, client):
+    drop = emu.preload("c1", "2024-08", rows=999_998, cost="1000.25")
+    assert drop["month"] == "2024-08" and drop["row_count"] == 999_998
+    refused = client.create(body([row(cost="1")] * 3))
+    assert refused.status_code == 400
+    assert "would hold 1000001 rows, more than the limit of 1000000" in error_message(refused)
+    assert client.create(body([row(cost="1")] * 2)).status_code == 200
+    assert emu.totals()["c1"]["2024-08"] == {
+        "rows": 1_000_000, "cost": Decimal("1002.25"), "bodies": 1}
+    listed = client.list().json()["billing_drops"]
+    assert [(d["month"], d["row_count"]) for d in listed] == [("2024-08", 999_998), ("2024-08", 2)]
+    assert listed[0] == drop
+    # counted, not kept: reading the month gives the rows that were sent
+    assert emu.rows("c1", "2024-08") == [row(cost="1")] * 2
+    assert client.month("2024-08").json() == {"billing_drop": [row(cost="1")] * 2}
+    assert emu.applied_drops == 1 and emu.post_count == 2
+
+
+def test_preload_is_replaced_like_any_other_rows(emu, client):
+    emu.preload("c1", "2024-08", rows=500, cost="5")
+    client.create(body([row("2024-08-01T00:30:00Z", cost="1")], operation="replace_hourly"))
+    assert emu.totals()["c1"]["2024-08"]["rows"] == 1  # the preload sits in the first hour
+    emu.preload("c1", "2024-09", rows=500, cost="5")
+    client.create(body([row("2024-09-20T00:00:00Z", cost="2")], month="2024-09",
+                       operation="replace_hourly"))
+    assert emu.totals()["c1"]["2024-09"]["rows"] == 501
+    client.create(body([row("2024-09-20T00:00:00Z", cost="2")], month="2024-09",
+                       operation="replace_drop"))
+    assert emu.totals()["c1"]["2024-09"] == {"rows": 1, "cost": Decimal("2"), "bodies": 2}
+
+
+def test_preload_in_throughput_mode_and_in_a_test_namespace(fast_emu):
+    fast_emu.preload("c1", "2024-08", rows=990_000, cost="-3.5", namespace="t")
+    assert fast_emu.totals() == {}
+    assert fast_emu.totals("t") == {"c1": {"2024-08": {"rows": 990_000, "cost": Decimal("-3.5"),
+                                                        "bodies": 0}}}
+    assert fast_emu.drops("c1", namespace="t")[0]["row_count"] == 990_000
+
+
+@pytest.mark.parametrize("args,words", [
+    (("c1", "2024-13", 5), "month must be YYYY-MM"),
+    (("bad id", "2024-08", 5), "connection must match"),
+    (("c1", "2024-08", 0), "rows must be a whole number"),
+    (("c1", "2024-08", 5, 1.5), "cost must be a decimal number as text"),
+    (("c1", "2024-08", 5, "1e999999999999"), "cost must be a decimal number as text"),
+    (("c1", "2024-08", 1_000_001), "more than the limit of 1000000"),
+])
+def test_preload_refuses_nonsense(emu, args, words):
+    with pytest.raises(ValueError, match=words):
+        emu.preload(*args)
+    assert emu.totals() == {}
+
+
+def test_preload_respects_a_patched_row_limit(monkeypatch, emu):
+    monkeypatch.setattr(store_module, "MONTH_ROW_LIMIT", 10)
+    emu.preload("c1", "2024-08", rows=10)
+    with pytest.raises(ValueError, match="would hold 11 rows"):
+        emu.preload("c1", "2024-08", rows=1)
+
+
+def test_preload_control_endpoint(emu, client):
+    url = f"{emu.url}/_emulator/preload"
+    loaded = requests.post(url, json={"connection": "c1", "month": "2024-08", "rows": 990_000,
+                                      "cost": "12.5"}, timeout=5)
+    assert loaded.ok and loaded.json()["drop"]["row_count"] == 990_000
+    assert client.list().json()["billing_drops"] == [loaded.json()["drop"]]
+    for bad in ({"connection": "c1", "month": "2024-08"}, {"rows": 1, "colour": "red"},
+                {"connection": "c1", "month": "2024-08", "rows": 20_000}):
+        refused = requests.post(url, json=bad, timeout=5)
+        assert refused.status_code == 400 and error_message(refused).startswith("bad preload")
+    assert emu.totals()["c1"]["2024-08"]["rows"] == 990_000
+
+
+# ---------------------------------------------------------------------------------------------
 # throughput mode
 # ---------------------------------------------------------------------------------------------
 
@@ -907,7 +988,7 @@ def test_throughput_mode_still_checks_auth_size_and_shape(fast_emu):
 
 
 def test_throughput_mode_row_limit(monkeypatch, fast_emu):
-    monkeypatch.setattr(emulator_module, "MONTH_ROW_LIMIT", 4)
+    monkeypatch.setattr(store_module, "MONTH_ROW_LIMIT", 4)
     client = Client(fast_emu)
     assert client.create(body([row()] * 4)).status_code == 200
     assert client.create(body([row()])).status_code == 400
@@ -1063,3 +1144,67 @@ def test_cli_without_key_exits_2(tmp_path):
     assert result.returncode == 2
     assert "MISSING_KEY_VAR" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert result.stdout == ""
+
+
+def test_help_describes_every_option_the_control_endpoints_and_an_example():
+    result = subprocess.run([sys.executable, "-m", "anycost_emulator", "--help"], cwd=PROJECT_ROOT,
+                            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+                            capture_output=True, text=True, timeout=10)
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())  # argparse wraps lines to the terminal's width
+    actions = [a for a in cli.parser()._actions if a.dest != "help"]
+    assert {a.dest for a in actions} >= {"port", "mode", "faults", "cache_errors", "port_file"}
+    for action in actions:
+        assert action.option_strings[0] in text
+        assert f"{action.option_strings[0]} " in text and action.help
+    assert text.count("(default: ") == len(actions)
+    assert "(default: true)" in text and "(default: CLOUDZERO_API_KEY)" in text
+    for endpoint in ("stats", "configure", "reset", "forget_keys", "preload"):
+        assert f"/_emulator/{endpoint}" in text
+    for spec in dataclasses.fields(FaultConfig):
+        assert spec.name in text
+    for name in ("5xx", "503_retry_after", "front_5xx", "429", "slow", "drop_after_apply"):
+        assert f" {name}" in text
+    assert "example:" in text and "python -m anycost_emulator --port 8787" in text
+
+
+def test_stats_module_prints_a_running_emulators_totals(emu, client):
+    client.create(body([row(cost="2.50")]))
+    assert client.create(body([row("2024-09-01T00:00:00Z", cost="1")], month="2024-09"),
+                         conn="c2").status_code == 200
+    result = subprocess.run([sys.executable, "-m", "anycost_emulator.stats", emu.url],
+                            cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+                            capture_output=True, text=True, timeout=10)
+    assert result.returncode == 0, result.stderr
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert lines[0] == ["stream", "month", "rows", "drops", "cost"]
+    assert lines[1:3] == [["c1", "2024-08", "1", "1", "2.50"], ["c2", "2024-09", "1", "1", "1"]]
+    assert lines[3] == ["concurrency", "violations:", "0"]
+
+
+def test_requests_leave_no_access_log_on_the_terminal(emu, client, capsys):
+    client.create(body([row()]))
+    client.list()
+    requests.get(f"{emu.url}/_emulator/stats", timeout=5)
+    assert capsys.readouterr() == ("", "")
+
+
+def _imports(module_path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(module_path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("module", ["rules", "store", "faults", "keys", "wire", "jsoncodec"])
+def test_the_rules_the_store_and_the_faults_need_no_http(module):
+    """One job per module: the CBF rules, the stored data, the key cache and the fault draws
+    are usable (and testable) without the HTTP server or the emulator around them."""
+    imported = _imports(PROJECT_ROOT / "anycost_emulator" / f"{module}.py")
+    assert imported, "the module imports something (the check reads the right file)"
+    forbidden = {"http.server", "socket", "socketserver",
+                 "anycost_emulator.server", "anycost_emulator.emulator", "anycost_emulator.cli"}
+    assert not imported & forbidden
