@@ -256,18 +256,6 @@ def test_a_rerun_without_state_replays_cached_answers_and_adds_nothing(key, tmp_
         assert moved and "HTTP 50" in moved[0]["key_moves"][0]
 
 
-def _preload(emu, connection, month, rows, per_body=330_000):
-    """Earlier runs' drops: `rows` rows in `month`, posted through the API like any client."""
-    import requests
-    row = b'{"time/usage_start":"%s-01T00:00:00Z","cost/cost":"0.01"}' % month.encode()
-    while rows:
-        count, rows = min(rows, per_body), rows - min(rows, per_body)
-        body = b'{"month":"%s","operation":"sum","data":[%s]}' % (month.encode(), b",".join([row] * count))
-        answer = requests.post(f"{emu.url}/v2/connections/billing/anycost/{connection}/billing_drops", data=body,
-                               headers={"Authorization": TEST_KEY, "Content-Type": "application/json"}, timeout=60)
-        assert answer.status_code == 200, answer.text
-
-
 def test_a_month_that_would_pass_a_million_rows_is_refused_before_any_of_it_is_sent(key, tmp_path, capsys):
     """CloudZero already holds 990,000 rows for 2024-08; this run would `sum` 20,000 more.
     The month is refused before any of its bodies is sent; the months before and after it,
@@ -282,8 +270,8 @@ def test_a_month_that_would_pass_a_million_rows_is_refused_before_any_of_it_is_s
             expected[(conn, month)][0] += 1
             expected[(conn, month)][1] += Decimal(f"{i}.5")
     path = write_csv(str(tmp_path / "in" / "daily.csv"), HEADER, rows)
-    with Emulator(api_key=TEST_KEY, mode="throughput", max_body_bytes=25_000_000) as emu:  # big preload bodies
-        _preload(emu, "full", "2024-08", 990_000)
+    with Emulator(api_key=TEST_KEY) as emu:
+        emu.preload("full", "2024-08", 990_000, cost="1000.50")  # earlier daily runs' drops
         before = emu.totals()["full"]["2024-08"]
         posts_before = emu.post_count
         code, report, printed = run_cli(["--input", path, "--stream_column", "connection_id",
