@@ -27,10 +27,11 @@ class RunConfig:
     test_namespace: Optional[str] = None
     state_path: Optional[str] = None
     max_attempts: int = 8
-    max_retry_seconds: float = 600.0
+    max_retry_seconds: float = 90.0
     connect_timeout: float = 10.0
-    read_timeout: float = 300.0
+    read_timeout: float = 30.0
     max_concurrent_streams: int = 8
+    skip_month_check: bool = False
     input_format: str = "cbf"
     column_map_file: Optional[str] = None
     column_map: Tuple[Tuple[str, str], ...] = ()  # read from column_map_file at planning
@@ -50,3 +51,14 @@ class RunConfig:
     @property
     def needs_api_key(self):
         return self.mode != DRY_RUN
+
+    @property
+    def checks_month_limits(self):
+        """Whether the sink reads what CloudZero holds before sending a connection's months:
+        `sum` adds to a month, so its limits count every earlier drop."""
+        return self.mode == SEND and self.operation == "sum" and not self.skip_month_check
+
+    def retry_policy(self):
+        from anycost.retry import RetryPolicy  # pylint: disable=import-outside-toplevel
+        return RetryPolicy(self.max_attempts, self.max_retry_seconds,
+                           attempt_seconds=self.connect_timeout + self.read_timeout)
