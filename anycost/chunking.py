@@ -36,6 +36,8 @@ class Chunk(NamedTuple):
     hours: bytes
     codec: str = ""
     rows_size: int = 0  # uncompressed size of `rows`
+    resource_ids_cut: int = 0  # rows whose resource/id CloudZero will cut (see normalise)
+    resource_id_example: str = ""  # the first of them
 
     def json_rows(self):
         if not self.codec:

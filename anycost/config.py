@@ -33,11 +33,12 @@ class WriteSettings:
     state_path: Optional[str] = None
     test_namespace: Optional[str] = None
     max_attempts: int = 8
-    max_retry_seconds: float = 600.0
+    max_retry_seconds: float = 90.0
     max_concurrent_streams: int = 8
     allowed_lateness_seconds: int = 3600
     connect_timeout: float = 10.0
-    read_timeout: float = 300.0
+    read_timeout: float = 30.0
+    skip_month_check: bool = False
     input_format: str = "cbf"
     mode: str = SEND
     output_dir: Optional[str] = None  # where dry-run bodies are written
@@ -51,6 +52,17 @@ class WriteSettings:
     @property
     def needs_api_key(self):
         return self.mode != DRY_RUN
+
+    @property
+    def checks_month_limits(self):
+        """Whether the sink reads what CloudZero holds before sending a connection's months:
+        `sum` adds to a month, so its limits count every earlier drop."""
+        return self.mode == SEND and self.operation == "sum" and not self.skip_month_check
+
+    def retry_policy(self):
+        from anycost.retry import RetryPolicy  # pylint: disable=import-outside-toplevel
+        return RetryPolicy(self.max_attempts, self.max_retry_seconds,
+                           attempt_seconds=self.connect_timeout + self.read_timeout)
 
     def check(self):
         """Raise ValueError naming the first parameter that is wrong; returns self."""

@@ -1,17 +1,21 @@
 """Send one connection's bodies in order, one request at a time, retrying safely.
 
 This is the sink's logic without Beam: months ascending, bodies in order, never more than
-one request in flight (a body waiting for its retry holds the connection), the same
-idempotency key on every attempt, and once a body fails for good the later bodies of the
-connection are not sent, because they would land out of order.
+one request in flight (a body waiting for its retry holds the connection), and once a body
+fails for good the later bodies of the connection are not sent, because they would land
+out of order. Each attempt's idempotency key comes from `anycost.retry.KeyGeneration`:
+the same key while any attempt under it may have been applied, the next key of the body's
+fixed sequence after definite errors only. With `sum`, months that would pass CloudZero's
+monthly row limit given what it already holds are refused before anything of them is sent.
 """
 import dataclasses
 import logging
 import random
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
-from anycost.retry import Outcome, RetryPolicy
+from anycost import cbf
+from anycost.retry import KeyGeneration, Outcome, RetryPolicy
 
 LOG = logging.getLogger("cloudzero.delivery")
 
@@ -19,6 +23,7 @@ DELIVERED = "delivered"
 ALREADY_DELIVERED = "already_delivered"
 FAILED = "failed"
 NOT_SENT = "not_sent"
+REFUSED = "refused"
 DRY_RUN = "dry_run"
 VALID = "valid"
 INVALID = "invalid"
@@ -36,12 +41,36 @@ class BodyResult:
     attempts: int = 0
     drop_id: Optional[str] = None
     message: str = ""
-    idempotency_key: str = ""
+    idempotency_key: str = ""  # the key of the last attempt
+    generation: int = 0  # its key generation
+    key_moves: Tuple[str, ...] = ()  # why the body moved to a new key, once per move
 
 
 def result_for(body, status, **details):
+    details.setdefault("idempotency_key", body.idempotency_key)
     return BodyResult(body.connection_id, body.month, body.seq, body.count, body.row_count,
-                      body.byte_count, status, idempotency_key=body.idempotency_key, **details)
+                      body.byte_count, status, **details)
+
+
+def rows_held(payload) -> Dict[str, int]:
+    """Rows CloudZero holds per month, from the answer to `GET .../billing_drops`."""
+    drops = (payload or {}).get("billing_drops") if isinstance(payload, dict) else None
+    if not isinstance(drops, list):
+        raise ValueError("the answer has no billing_drops list")
+    held = {}
+    for drop in drops:
+        month = str(drop.get("month", ""))[:7]
+        held[month] = held.get(month, 0) + int(drop.get("row_count") or 0)
+    return held
+
+
+def month_limit_refusal(month, held, adding, limit=cbf.MAX_ROWS_PER_STREAM_MONTH):
+    """Why adding `adding` rows to a month holding `held` is refused, or None."""
+    if held + adding <= limit:
+        return None
+    return (f"CloudZero already holds {held:,} rows for {month}; these {adding:,} more would make "
+            f"{held + adding:,}, over the {limit:,} rows a stream-month may hold. Nothing of this "
+            "month was sent")
 
 
 class Observer:
@@ -69,33 +98,48 @@ class ConnectionSender:
     """Delivers the bodies of one connection, strictly one request at a time."""
 
     def __init__(self, client, policy: RetryPolicy, state=None, observer=None,
-                 sleep=time.sleep, clock=time.monotonic, rng=None):
+                 sleep=time.sleep, clock=time.monotonic, rng=None, wall_clock=time.time):
         self._client = client
         self._policy = policy
         self._state = state
         self._observer = observer or Observer()
-        self._sleep, self._clock = sleep, clock
+        self._sleep, self._clock, self._wall_clock = sleep, clock, wall_clock
         self._rng = rng or random.Random()
 
     def send(self, bodies) -> List[BodyResult]:
         """Deliver `bodies`, given in (month, seq) order; they may be produced lazily, one
         month at a time, so that a connection's data need not be in memory all at once."""
-        results, failure, done = [], None, None
+        results, failure, ledger = [], None, None
         for body in _in_order(bodies):
-            if done is None:
-                done = self._state.delivered_keys(body.connection_id) if self._state else set()
+            if ledger is None and self._state:
+                ledger = self._state.load(body.connection_id)
             # A body an earlier run delivered is reported as such even after a failure:
             # it is in CloudZero, and skipping it sends nothing out of order.
-            if body.idempotency_key in done:
+            if ledger is not None and ledger.is_delivered(body):
                 results.append(result_for(body, ALREADY_DELIVERED, message="recorded in --state_path"))
             elif failure:
                 results.append(result_for(body, NOT_SENT, message=f"not sent: {failure} failed earlier"))
             else:
-                result = self._deliver(body)
+                result = self._deliver(body, self._first_generation(body, ledger))
                 results.append(result)
                 if result.status != DELIVERED:
                     failure = body.describe()
         return results
+
+    def rows_held(self, connection_id):
+        """({month: rows} CloudZero holds for the connection, None), or (None, why not)."""
+        outcome, _, reason = self._with_retries(f"{connection_id} billing_drops",
+                                                lambda: self._client.list_drops(connection_id))
+        if outcome.ok:
+            try:
+                return rows_held(outcome.payload), None
+            except (ValueError, TypeError, AttributeError) as err:
+                reason = str(err)
+        hint = ""
+        if outcome.status is not None:  # CloudZero answered: the key may lack read scope
+            hint = "; if the key may not read billing drops, --skip_month_check sends without this check"
+        return None, (f"could not read the rows CloudZero holds ({reason}), so no month of "
+                      f"{connection_id} was sent{hint}")
 
     def validate(self, bodies) -> List[BodyResult]:
         """Ask the validate endpoint about each body; nothing is stored by CloudZero."""
@@ -128,34 +172,74 @@ class ConnectionSender:
             records.append(record)
         return records
 
-    def _deliver(self, body):
-        outcome, attempts, reason = self._with_retries(
-            body, lambda: self._client.create_drop(body.connection_id, body.body, body.idempotency_key))
-        if not outcome.ok:
-            LOG.error("%s failed: %s", body.describe(), reason)
-            return result_for(body, FAILED, attempts=attempts, message=reason)
-        drop_id = ((outcome.payload or {}).get("connection") or {}).get("drop_id")
-        if self._state:
-            self._state.record(body, drop_id, attempts)
-        LOG.info("%s delivered: %d rows, %d bytes, drop_id %s", body.describe(), body.row_count,
-                 body.byte_count, drop_id)
-        return result_for(body, DELIVERED, attempts=attempts, drop_id=drop_id)
+    def _first_generation(self, body, ledger):
+        """Where an earlier run left the body's keys; a body never tried starts at 0."""
+        if ledger is not None and ledger.has_progress(body):
+            progress = self._state.progress(body)
+            if progress is None:  # a record that cannot be read: assume the worst
+                return KeyGeneration(0, in_doubt=True)
+            return KeyGeneration(progress[0], in_doubt=progress[1])
+        return KeyGeneration()
 
-    def _with_retries(self, body, call):
-        """Call until success or the policy gives up: (last outcome, attempts, the reason).
-        The caller's idempotency key is the same on every attempt."""
-        started = self._clock()
-        attempt = 0
+    def _deliver(self, body, generation: KeyGeneration):
+        """Send `body` until it is accepted or the policy gives up. Before the first attempt
+        under each key generation, the ledger notes it as possibly sent (write-ahead)."""
+        started, attempt, moves = self._clock(), 0, []
+        if self._state:
+            self._state.record_progress(body, generation.number, True)
         while True:
             attempt += 1
-            before = self._clock()
-            outcome = call()
-            self._observer.attempt(outcome, self._clock() - before)
-            decision = self._policy.decide(attempt, self._clock() - started, outcome, self._rng)
+            key = body.key_for(generation.number)
+            outcome = self._attempt(lambda: self._client.create_drop(body.connection_id, body.body, key))
+            decision = self._decide(attempt, started, outcome)
+            following, moved = generation.after(outcome)
+            if not decision.retry:
+                break
+            self._observer.retry(body, decision)
+            if moved:
+                moves.append(f"attempt {attempt + 1} used key generation {following.number}: {moved}")
+                if self._state:
+                    self._state.record_progress(body, following.number, True)
+            LOG.warning("%s: attempt %d: %s; retrying in %.2f s %s", body.describe(), attempt, decision.reason,
+                        decision.delay, f"with key generation {following.number} ({moved})" if moved
+                        else "with the same idempotency key")
+            generation = following
+            self._sleep(decision.delay)
+        details = dict(attempts=attempt, idempotency_key=key, generation=generation.number,
+                       key_moves=tuple(moves))
+        if not outcome.ok:
+            if self._state:  # where a rerun resumes: past this key only if nothing may have been applied
+                self._state.record_progress(body, generation.number, following.in_doubt)
+            LOG.error("%s failed: %s", body.describe(), decision.reason)
+            return result_for(body, FAILED, message=decision.reason, **details)
+        drop_id = ((outcome.payload or {}).get("connection") or {}).get("drop_id")
+        if self._state:
+            self._state.record(body, drop_id, attempt, generation.number)
+        LOG.info("%s delivered: %d rows, %d bytes, drop_id %s%s", body.describe(), body.row_count,
+                 body.byte_count, drop_id, f", key generation {generation.number}" if generation.number else "")
+        return result_for(body, DELIVERED, drop_id=drop_id, **details)
+
+    def _attempt(self, call):
+        before = self._clock()
+        outcome = call()
+        self._observer.attempt(outcome, self._clock() - before)
+        return outcome
+
+    def _decide(self, attempt, started, outcome, read_only=False):
+        return self._policy.decide(attempt, self._clock() - started, outcome, now=self._wall_clock(),
+                                   rng=self._rng, read_only=read_only)
+
+    def _with_retries(self, what, call):
+        """Call until success or the policy gives up: (last outcome, attempts, the reason).
+        For reads and validation, which change nothing, so any retry is safe."""
+        started, attempt = self._clock(), 0
+        while True:
+            attempt += 1
+            outcome = self._attempt(call)
+            decision = self._decide(attempt, started, outcome, read_only=True)
             if not decision.retry:
                 return outcome, attempt, decision.reason
-            self._observer.retry(body, decision)
-            what = body if isinstance(body, str) else body.describe()
-            LOG.warning("%s: attempt %d: %s; retrying in %.2f s with the same idempotency key",
-                        what, attempt, decision.reason, decision.delay)
+            self._observer.retry(what, decision)
+            LOG.warning("%s: attempt %d: %s; retrying in %.2f s", what if isinstance(what, str) else what.describe(),
+                        attempt, decision.reason, decision.delay)
             self._sleep(decision.delay)

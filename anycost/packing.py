@@ -38,6 +38,10 @@ class PlannedBody:
     def describe(self):
         return f"{self.connection_id} {self.month} body {self.seq}/{self.count}"
 
+    def key_for(self, generation):
+        """The body's idempotency key of `generation` (0 is `idempotency_key`)."""
+        return generation_key(self.idempotency_key, generation)
+
 
 @dataclasses.dataclass(frozen=True)
 class StreamMonthPlan:
@@ -51,16 +55,27 @@ class StreamMonthPlan:
     refused: Optional[str] = None
     body_count: int = 0
     body_bytes: int = 0  # the exact bytes of all its bodies
+    resource_ids_cut: int = 0  # rows whose resource/id CloudZero will cut to a type and a name
+    resource_id_example: str = ""
 
 
-def idempotency_key(connection_id, month, operation, seq, body):
-    """sha256 of what the drop is. `seq` keeps two identical bodies of one month distinct,
-    so that repeated rows are summed, not mistaken for a retry."""
+def idempotency_key(connection_id, month, operation, seq, body, generation=0):
+    """sha256 of what the drop is: the body's identity, and its key of generation 0.
+    `seq` keeps two identical bodies of one month distinct, so that repeated rows are
+    summed, not mistaken for a retry. Later generations (see `anycost.retry.KeyGeneration`)
+    derive from it, so every run walks the same sequence of keys."""
     digest = hashlib.sha256()
     for part in (connection_id, month, operation, str(seq)):
         digest.update(part.encode() + b"\n")
     digest.update(body)
-    return digest.hexdigest()
+    return generation_key(digest.hexdigest(), generation)
+
+
+def generation_key(identity_key, generation):
+    """Key `generation` of the body whose generation-0 key is `identity_key`."""
+    if generation == 0:
+        return identity_key
+    return hashlib.sha256(b"%s\ngeneration %d" % (identity_key.encode(), generation)).hexdigest()
 
 
 def plan_stream_month(connection_id, month, chunks, operation, max_body_bytes,
@@ -81,8 +96,12 @@ def plan_stream_month(connection_id, month, chunks, operation, max_body_bytes,
     row_bytes = int(lengths.sum()) - row_count  # without the separating commas
     cost_total = values.decimal_text(values.exact_sum(c.cost_total for c in chunks))
 
+    cut = sum(c.resource_ids_cut for c in chunks)
+    example = next((c.resource_id_example for c in chunks if c.resource_ids_cut), "")
+
     def refuse(reason):
-        return StreamMonthPlan(connection_id, month, row_count, row_bytes, cost_total, [], reason)
+        return StreamMonthPlan(connection_id, month, row_count, row_bytes, cost_total, [], reason,
+                               resource_ids_cut=cut, resource_id_example=example)
 
     if row_count > cbf.MAX_ROWS_PER_STREAM_MONTH:
         return refuse(f"{row_count} rows: CloudZero holds at most {cbf.MAX_ROWS_PER_STREAM_MONTH:,} "
@@ -116,7 +135,8 @@ def plan_stream_month(connection_id, month, chunks, operation, max_body_bytes,
                       "Use --operation replace_hourly or sum instead")
     ends = np.cumsum(lengths)  # the same total whatever the row order
     body_bytes = int(ends[-1]) - len(spans) + len(spans) * (len(prefix) + len(BODY_SUFFIX)) if spans else 0
-    plan = StreamMonthPlan(connection_id, month, row_count, row_bytes, cost_total, [], None, len(spans), body_bytes)
+    plan = StreamMonthPlan(connection_id, month, row_count, row_bytes, cost_total, [], None, len(spans), body_bytes,
+                           cut, example)
     if not with_bodies:
         return plan
 

@@ -7,7 +7,7 @@ No Beam, no HTTP.
 """
 import collections
 
-from anycost import delivery
+from anycost import config as run_config, delivery, normalise
 
 GOOD_MONTH_STATUSES = {"delivered", "dry_run", "valid", "verified"}
 
@@ -42,9 +42,9 @@ def hold_reason(rows_rejected, summaries, settings, holds=()):
 
 
 def _month_status(entry, gate):
-    if entry["refused"]:
-        return "refused"
     counts = entry["counts"]
+    if entry["refused"] or counts.get(delivery.REFUSED):
+        return "refused"
     if entry.get("verify") and entry["verify"]["status"] != "match":
         return "verify_failed"
     if counts.get(delivery.FAILED):
@@ -73,6 +73,10 @@ def build(config, stats, summaries, results, dead_letter_files=(), file_errors=(
             "cost": summary.cost_total,
             "refused": summary.refused, "counts": collections.Counter(), "messages": [], "drop_ids": [],
         }
+        if getattr(summary, "resource_ids_cut", 0):
+            streams[summary.connection_id][summary.month]["resource_ids_cut"] = {
+                "rows": summary.resource_ids_cut, "example": summary.resource_id_example,
+                "message": normalise.resource_id_notice(summary.resource_ids_cut, summary.resource_id_example)}
     for result in sorted(results, key=lambda r: (r.connection_id, r.month, r.seq)):
         entry = streams[result.connection_id][result.month]
         entry["counts"][result.status] += 1
@@ -80,6 +84,9 @@ def build(config, stats, summaries, results, dead_letter_files=(), file_errors=(
             entry["drop_ids"].append(result.drop_id)
         if result.message and result.message not in entry["messages"] and result.status != delivery.ALREADY_DELIVERED:
             entry["messages"].append(result.message)
+        if result.key_moves:
+            entry.setdefault("key_moves", []).extend(f"body {result.seq}/{result.count}: {move}"
+                                                     for move in result.key_moves)
     for check in verifications:
         streams[check["connection_id"]].setdefault(check["month"], {
             "rows": 0, "bodies": 0, "bytes": 0, "cost": "0", "refused": None,
@@ -109,6 +116,8 @@ def build(config, stats, summaries, results, dead_letter_files=(), file_errors=(
         "bodies_already_delivered": sum(r.status == delivery.ALREADY_DELIVERED for r in results),
         "bodies_failed": sum(r.status == delivery.FAILED for r in results),
         "bodies_not_sent": sum(r.status == delivery.NOT_SENT for r in results),
+        "bodies_moved_to_a_new_key": sum(bool(r.key_moves) for r in results),
+        "month_check": _month_check(config),
         "streams": {conn: dict(sorted(months.items())) for conn, months in sorted(streams.items())},
         "input_format": getattr(config, "input_format", "cbf"),
         "dropped_columns": list(getattr(config, "dropped_columns", ())),
@@ -119,6 +128,13 @@ def build(config, stats, summaries, results, dead_letter_files=(), file_errors=(
                    for months in streams.values() for entry in months.values())
     report["ok"] = gate is None and not file_error_count and month_ok
     return report
+
+
+def _month_check(config):
+    """Whether `sum` months were checked against the rows CloudZero already holds."""
+    if config.mode != run_config.SEND or config.operation != "sum":
+        return "not needed"
+    return "skipped (--skip_month_check)" if config.skip_month_check else "checked"
 
 
 def exit_code(report):
@@ -163,6 +179,21 @@ def render(report):
     if report["rows_rejected"]:
         files = ", ".join(report["dead_letter_files"]) or "(no dead-letter files were written)"
         lines.append(f"rejected rows are in: {files}")
+    if report.get("bodies_moved_to_a_new_key"):
+        first = next(f"{conn} {month} {entry['key_moves'][0]}" for conn, months in report["streams"].items()
+                     for month, entry in months.items() if entry.get("key_moves"))
+        lines.append(f"{report['bodies_moved_to_a_new_key']:,} bodies moved to a new idempotency key after "
+                     f"definite errors (key_moves in the JSON report), e.g. {first}")
+    cut = [(conn, month, entry["resource_ids_cut"]) for conn, months in report["streams"].items()
+           for month, entry in months.items() if entry.get("resource_ids_cut")]
+    if cut:
+        conn, month, first = cut[0]
+        total = sum(entry["rows"] for _, _, entry in cut)
+        lines.append(f"note: {normalise.resource_id_notice(total, first['example'])} "
+                     f"(first in {conn} {month}; per month in the JSON report)")
+    if report.get("month_check", "").startswith("skipped"):
+        lines.append("monthly row limits were not checked against what CloudZero already holds "
+                     "(--skip_month_check)")
     if report["blocked"]:
         lines.append(f"NOTHING POSTED: {report['blocked']}")
     lines.append("result: OK" if report["ok"] else "result: FAILED (see the lines above)")

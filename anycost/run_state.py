@@ -1,15 +1,41 @@
-"""Resumable runs: one small completion record per body the API accepted.
+"""Resumable runs: a small ledger of what each body's delivery reached.
 
-A record is written only after a 2xx answer, at `<state_path>/<connection>/<month>/<key>.json`.
-Each body has its own object, so concurrent writers never share one and no locking is
-needed. A rerun over the same input derives the same idempotency keys and skips every
-body already recorded, even if the server has long forgotten those keys.
-Works on any Beam filesystem (local paths, `gs://`).
+A body's identity is (connection, month, operation, body number, body hash); its digest is
+the body's generation-0 idempotency key, and names its objects under
+`<state_path>/<connection>/<month>/`:
+
+- `<identity>.json`: delivered. Written only after a 2xx answer; holds the key generation
+  that was accepted. A rerun skips the body whichever generation it was.
+- `<identity>.pending.json`: the key generation the body is about to use, written before
+  its first attempt under that generation, and whether an attempt under it may have been
+  applied (`in_doubt`). A rerun resumes from it, so a generation that an earlier run (or a
+  crashed worker) may have got applied is never left behind for the next one.
+
+Each body has its own objects, so concurrent writers never share one and no locking is
+needed. Works on any Beam filesystem (local paths, `gs://`).
 """
+import dataclasses
 import datetime as dt
 import json
+from typing import FrozenSet, Optional, Tuple
 
 from apache_beam.io.filesystems import FileSystems
+
+DELIVERED_SUFFIX = ".json"
+PENDING_SUFFIX = ".pending.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectionLedger:
+    """What one listing of a connection's records says: identities delivered, and in progress."""
+    delivered: FrozenSet[str] = frozenset()
+    pending: FrozenSet[str] = frozenset()
+
+    def is_delivered(self, body):
+        return body.idempotency_key in self.delivered
+
+    def has_progress(self, body):
+        return body.idempotency_key in self.pending
 
 
 class RunState:
@@ -19,21 +45,52 @@ class RunState:
     def _dir(self, connection_id, month):
         return FileSystems.join(self._root, connection_id, month)
 
-    def record_path(self, body):
-        return FileSystems.join(self._dir(body.connection_id, body.month), body.idempotency_key + ".json")
+    def record_path(self, body, suffix=DELIVERED_SUFFIX):
+        return FileSystems.join(self._dir(body.connection_id, body.month), body.idempotency_key + suffix)
 
-    def delivered_keys(self, connection_id):
-        """Idempotency keys of every body of `connection_id` recorded as delivered."""
+    def load(self, connection_id) -> ConnectionLedger:
+        """Every record of `connection_id`, from one listing."""
         pattern = FileSystems.join(self._root, connection_id, "*", "*.json")
         try:
             matches = FileSystems.match([pattern])[0].metadata_list
         except Exception:  # Beam raises when nothing matches on some filesystems
-            return set()
-        return {m.path.rsplit("/", 1)[-1][:-len(".json")] for m in matches}
+            return ConnectionLedger()
+        delivered, pending = set(), set()
+        for metadata in matches:
+            name = metadata.path.replace("\\", "/").rsplit("/", 1)[-1]
+            if name.endswith(PENDING_SUFFIX):
+                pending.add(name[:-len(PENDING_SUFFIX)])
+            else:
+                delivered.add(name[:-len(DELIVERED_SUFFIX)])
+        return ConnectionLedger(frozenset(delivered), frozenset(pending))
 
-    def record(self, body, drop_id, attempts):
-        record = {
-            "idempotency_key": body.idempotency_key,
+    def delivered_keys(self, connection_id):
+        """Identities (generation-0 keys) of every body of `connection_id` recorded as delivered."""
+        return set(self.load(connection_id).delivered)
+
+    def progress(self, body) -> Optional[Tuple[int, bool]]:
+        """(key generation, in doubt) an earlier run left for `body`, or None."""
+        try:
+            with FileSystems.open(self.record_path(body, PENDING_SUFFIX)) as handle:
+                record = json.loads(handle.read())
+            return int(record["generation"]), bool(record["in_doubt"])
+        except Exception:  # pylint: disable=broad-except
+            return None  # absent or unreadable: nothing is known, which the caller treats as a start
+
+    def record_progress(self, body, generation, in_doubt):
+        """Note the key generation `body` is about to use (write-ahead) or gave up under."""
+        self._write(body, PENDING_SUFFIX, {
+            "identity": body.idempotency_key, "connection_id": body.connection_id, "month": body.month,
+            "operation": body.operation, "seq": body.seq, "generation": generation,
+            "idempotency_key": body.key_for(generation), "in_doubt": in_doubt,
+            "updated_at": _now()})
+
+    def record(self, body, drop_id, attempts, generation=0):
+        """Note that `body` was delivered, under key `generation`."""
+        self._write(body, DELIVERED_SUFFIX, {
+            "identity": body.idempotency_key,
+            "idempotency_key": body.key_for(generation),
+            "generation": generation,
             "connection_id": body.connection_id,
             "month": body.month,
             "operation": body.operation,
@@ -42,12 +99,18 @@ class RunState:
             "bytes": body.byte_count,
             "drop_id": drop_id,
             "attempts": attempts,
-            "delivered_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-        path = self.record_path(body)
+            "delivered_at": _now(),
+        })
+
+    def _write(self, body, suffix, record):
+        path = self.record_path(body, suffix)
         try:
             FileSystems.mkdirs(self._dir(body.connection_id, body.month))
         except Exception:  # already there, or a filesystem (gs://) without directories
             pass
         with FileSystems.create(path) as handle:
             handle.write(json.dumps(record, sort_keys=True).encode())
+
+
+def _now():
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

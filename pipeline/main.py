@@ -98,9 +98,11 @@ def build_parser():
     add("--test_namespace", metavar="KEY", help="send cloudzero-test-key: KEY on every request")
     add("--state_path", help="record delivered bodies here (local or gs://) so a rerun resumes")
     add("--max_attempts", type=int, default=8)
-    add("--max_retry_seconds", type=float, default=600.0)
+    add("--max_retry_seconds", type=float, default=90.0)
     add("--connect_timeout", type=float, default=10.0)
-    add("--read_timeout", type=float, default=300.0)
+    add("--read_timeout", type=float, default=30.0)
+    add("--skip_month_check", type=_flag, nargs="?", const=True, default=False, metavar="true|false",
+        help="with sum, do not read what CloudZero holds to check the monthly row limit first")
     add("--max_concurrent_streams", type=int, default=8)
     add("--input_format", choices=sources.INPUT_FORMATS, default=sources.CBF,
         help="cbf (default) or focus: FOCUS 1.0-1.2 exports, mapped to CBF (see the README)")
@@ -153,6 +155,7 @@ def parse(argv):
         state_path=args.state_path, max_attempts=args.max_attempts,
         max_retry_seconds=args.max_retry_seconds, connect_timeout=args.connect_timeout,
         read_timeout=args.read_timeout, max_concurrent_streams=args.max_concurrent_streams,
+        skip_month_check=args.skip_month_check,
         input_format=args.input_format, column_map_file=args.column_map, unknown_columns=args.unknown_columns,
         tag_keys=args.tag_keys or ("sanitize" if args.input_format == sources.FOCUS else "refuse"),
         csv_delimiter=args.csv_delimiter, currency=args.currency)

@@ -26,8 +26,8 @@ from anycost_emulator import store as store_module
 from anycost_emulator import Emulator, FaultConfig, validate_body
 
 KEY = "test-api-key-123"
-FIXTURE = Path("/work/shared/fixtures/cloudzero-example-cbf.csv")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = PROJECT_ROOT / "tests" / "fixtures" / "cloudzero-example-cbf.csv"  # see tests/fixtures/README.md
 
 
 # ---------------------------------------------------------------------------------------------

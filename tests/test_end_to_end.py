@@ -12,7 +12,8 @@ from anycost_emulator import Emulator
 from tests.support import (TEST_KEY, emulator_totals, expected_totals, read_dead_letters, run_cli,
                            write_csv, write_parquet)
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "fixtures", "cloudzero-example-cbf.csv")
+# CloudZero's public example adaptor's CBF file (Apache-2.0; see tests/fixtures/README.md).
+FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "cloudzero-example-cbf.csv")
 HEADER = ["connection_id", "time/usage_start", "cost/cost", "resource/id", "lineitem/description"]
 
 
@@ -28,19 +29,11 @@ def _common(emulator, tmp_path):
             f"--dead_letter_path={tmp_path}/dead/rejected"]
 
 
-def _fixture_path():
-    path = os.path.abspath(FIXTURE)
-    if not os.path.exists(path):  # CI lays shared/ beside the clone
-        path = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "fixtures",
-                                            "cloudzero-example-cbf.csv"))
-    return path
-
-
 def test_cloudzero_example_file_arrives_unchanged(emulator, tmp_path, capsys):
-    code, report, printed = run_cli(["--input", _fixture_path(), "--connection_id", "example-conn"]
+    code, report, printed = run_cli(["--input", FIXTURE, "--connection_id", "example-conn"]
                                     + _common(emulator, tmp_path), capsys)
     assert code == 0, printed
-    with open(_fixture_path(), newline="") as handle:
+    with open(FIXTURE, newline="") as handle:
         original = list(csv.DictReader(handle))
     assert emulator.rows("example-conn", "2024-09") == original
     assert report["rows_read"] == 6 and report["bodies_sent"] == 1
@@ -174,7 +167,7 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, capsys, args, message):
 
 def test_missing_key_is_a_usage_error(monkeypatch, tmp_path, capsys):
     monkeypatch.delenv("CLOUDZERO_API_KEY", raising=False)
-    code, _, printed = run_cli(["--input", _fixture_path(), "--connection_id", "c1"], capsys)
+    code, _, printed = run_cli(["--input", FIXTURE, "--connection_id", "c1"], capsys)
     assert code == 2 and "CLOUDZERO_API_KEY" in printed
 
 
@@ -202,12 +195,14 @@ def test_a_refused_key_fails_the_run_and_never_shows_the_key(monkeypatch, tmp_pa
     wrong = "wrong-key-3c9d2a7b1e"
     monkeypatch.setenv("CLOUDZERO_API_KEY", wrong)
     with Emulator(api_key=TEST_KEY) as emu:
-        code, report, printed = run_cli(["--input", _fixture_path(), "--connection_id", "c1",
+        code, report, printed = run_cli(["--input", FIXTURE, "--connection_id", "c1",
                                          f"--api_url={emu.url}", f"--report_path={tmp_path}/report.json"], capsys)
     assert code == 1
     entry = report["streams"]["c1"]["2024-09"]
     assert entry["status"] == "failed" and "403" in entry["messages"][0]
-    assert "failed: HTTP 403" in printed  # the log line of the failure was captured
+    # The month check reads the connection's drops first: that read meets the 403.
+    assert "could not read the rows CloudZero holds (HTTP 403" in printed  # the log line was captured
+    assert "--skip_month_check" in entry["messages"][0] and emu.post_count == 0
     everything = printed + json.dumps(report)
     assert wrong not in everything and TEST_KEY not in everything
 
@@ -233,7 +228,7 @@ def test_a_failing_job_ends_with_one_clear_line(emulator, tmp_path, capsys, monk
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(graph, "write_report", broken)
-    code, _, printed = run_cli(["--input", _fixture_path(), "--connection_id", "c1"] + _common(emulator, tmp_path),
+    code, _, printed = run_cli(["--input", FIXTURE, "--connection_id", "c1"] + _common(emulator, tmp_path),
                                capsys)
     assert code == 1
     assert "error: the Beam job did not finish" in printed and "disk full" in printed

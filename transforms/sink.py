@@ -7,6 +7,7 @@ The API key is read in `setup()` on the worker and lives only in memory there.
 """
 import collections
 import concurrent.futures
+import logging
 import threading
 import typing
 
@@ -17,10 +18,11 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from anycost import api_key, config as run_config, delivery, packing
+from anycost import api_key, config as run_config, delivery, normalise, packing
 from anycost.client import AnyCostClient
-from anycost.retry import RetryPolicy
 from anycost.run_state import RunState
+
+LOG = logging.getLogger("cloudzero.delivery")
 
 class _Tally(delivery.Observer):
     """Counts from the sending threads, applied to Beam metrics on the bundle's thread
@@ -100,13 +102,23 @@ class SendConnections(beam.DoFn):
     def teardown(self):
         self._pool.shutdown(wait=True)
 
-    def _bodies(self, connection_id, months, plans):
+    def _bodies(self, connection_id, months, plans, held=None, refused=None):
         """Months ascending, bodies in order, built one month at a time (each month's chunks
-        are let go once its bodies exist); each month's plan is noted in `plans`."""
+        are let go once its bodies exist); each month's plan is noted in `plans`. With
+        `held` (rows CloudZero holds per month), a month that would pass the monthly row
+        limit is not sent: its results go to `refused`."""
         for month in sorted(months):
             plan = packing.plan_stream_month(connection_id, month, months.pop(month), self._config.operation,
                                              self._config.max_body_bytes)
             plans.append(plan)
+            if plan.resource_ids_cut:
+                LOG.warning("%s %s: %s", connection_id, month,
+                            normalise.resource_id_notice(plan.resource_ids_cut, plan.resource_id_example))
+            refusal = held is not None and delivery.month_limit_refusal(month, held.get(month, 0), plan.row_count)
+            if refusal:
+                LOG.error("%s %s refused: %s", connection_id, month, refusal)
+                refused.extend(delivery.result_for(b, delivery.REFUSED, message=refusal) for b in plan.bodies)
+                continue
             yield from plan.bodies
 
     def _send_connection(self, connection_id, months, gate):
@@ -124,9 +136,8 @@ class SendConnections(beam.DoFn):
         client = AnyCostClient(config.api_url, self._key, config.connect_timeout, config.read_timeout,
                                config.test_namespace)
         try:
-            sender = delivery.ConnectionSender(
-                client, RetryPolicy(config.max_attempts, config.max_retry_seconds),
-                state=self._state, observer=self._tally)
+            sender = delivery.ConnectionSender(client, config.retry_policy(), state=self._state,
+                                               observer=self._tally)
             if config.mode == run_config.VALIDATE_ONLY:
                 return sender.validate(bodies)
             if config.mode == run_config.VERIFY_ONLY:  # the months' totals only: no bodies built
@@ -134,7 +145,14 @@ class SendConnections(beam.DoFn):
                     packing.plan_stream_month(connection_id, month, months[month], config.operation,
                                               config.max_body_bytes, with_bodies=False)
                     for month in sorted(months)])
-            results = sender.send(bodies)
+            refused = []
+            if config.checks_month_limits:
+                held, problem = sender.rows_held(connection_id)
+                if problem:
+                    LOG.error("%s", problem)
+                    return [delivery.result_for(b, delivery.FAILED, message=problem) for b in bodies]
+                bodies = self._bodies(connection_id, months, plans, held, refused)
+            results = sender.send(bodies) + refused
             if config.verify:
                 results += sender.verify(plans)
             return results

@@ -77,6 +77,9 @@ class WriteToAnyCost(beam.PTransform):
       input_format: "cbf" (default): columns are CBF columns; "focus": FinOps FOCUS columns
         (`ChargePeriodStart`, `BilledCost`, ... with `Tags` as JSON text, or a map or struct
         column in record batches), mapped to CBF as the command line's `--input_format focus`.
+      skip_month_check: with operation "sum", each connection's months are first read back
+        from CloudZero, so that a month's limits count its earlier drops; True sends without
+        that check (for a key that may not read billing drops). Default False.
 
     Returns:
       A `WriteToAnyCostResult` with the PCollections `delivered`, `failed` and `rejected`.
@@ -90,7 +93,7 @@ class WriteToAnyCost(beam.PTransform):
                  api_url="https://api.cloudzero.com", api_key_env="CLOUDZERO_API_KEY", api_key_secret=None,
                  max_body_bytes=cbf.MAX_BODY_BYTES, max_rejected_rows=0, state_path=None, test_namespace=None,
                  max_attempts=8, max_retry_seconds=600.0, max_concurrent_streams=8,
-                 allowed_lateness_seconds=3600, input_format="cbf"):
+                 allowed_lateness_seconds=3600, input_format="cbf", skip_month_check=False):
         super().__init__()
         self._settings = config.WriteSettings(
             connection_id=connection_id, stream_column=stream_column, operation=operation, api_url=api_url,
@@ -98,7 +101,7 @@ class WriteToAnyCost(beam.PTransform):
             max_rejected_rows=max_rejected_rows, state_path=state_path, test_namespace=test_namespace,
             max_attempts=max_attempts, max_retry_seconds=max_retry_seconds,
             max_concurrent_streams=max_concurrent_streams, allowed_lateness_seconds=allowed_lateness_seconds,
-            input_format=input_format).check()
+            input_format=input_format, skip_month_check=skip_month_check).check()
 
     @property
     def settings(self):
