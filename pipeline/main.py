@@ -3,16 +3,17 @@
 Exit status: 0 when every body was accepted and rejected rows are within the limit;
 1 when the run finished with failures; 2 for a usage error (one line saying why);
 3 when the input cannot be planned (no file matches, unknown column, unreadable file).
-Flags this program does not know go to Beam's PipelineOptions untouched, so it works as the
-`py_file` of Airflow's BeamRunPythonPipelineOperator.
+Beam's own pipeline options go to Beam's PipelineOptions untouched, so it works as the
+`py_file` of Airflow's BeamRunPythonPipelineOperator; a flag neither knows is refused.
 """
 import argparse
 import datetime as dt
+import difflib
 import json
 import logging
 import os
+import secrets
 import sys
-import tempfile
 
 from anycost import api_key, cbf
 from anycost import config as run_config
@@ -57,8 +58,11 @@ def _flag(text):
 
 def build_parser():
     parser = _Parser(prog="python -m pipeline", description=(
-        "Upload Common Bill Format files (CSV, CSV.gz, Parquet) to CloudZero AnyCost Stream. "
-        "Unknown flags are passed to Apache Beam."), allow_abbrev=False)
+        "Upload Common Bill Format files (CSV, CSV.gz, Parquet) to CloudZero AnyCost Stream.\n\n"
+        "Apache Beam's pipeline options (--runner, --direct_num_workers, --project, --labels, ...)\n"
+        "are passed to Beam; any other flag is refused. Every flag works as --flag value and\n"
+        "--flag=value, and with hyphens: --dry-run, --report-path FILE."), allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     add = parser.add_argument
     add("--input", action="append", required=True, metavar="PATTERN",
         help="glob over any Beam filesystem (local, gs://); repeat for more")
@@ -90,16 +94,133 @@ def build_parser():
     add("--max_concurrent_streams", type=int, default=8)
     add("--wait", dest="wait", action=argparse.BooleanOptionalAction, default=None,
         help="wait for the job and print its report (default: yes, except as a Flex Template)")
+    _describe(parser)
     return parser
+
+
+EPILOG = """\
+exit status:
+  0  every body was accepted and rejected rows are within --max_rejected_rows
+  1  the run finished with failures (see the table and the report)
+  2  usage error: a flag is unknown, missing or wrong (one line says why)
+  3  the input cannot be planned (no file matches, unknown column, unreadable file);
+     nothing was read or sent
+
+outputs: without --report_path / --dead_letter_path, the report and the rejected rows go to
+  ./cloudzero-runs/<run id>/ on a local run (under --temp_location on Dataflow); the last
+  line of the run names the folder.
+
+example:
+  CLOUDZERO_API_KEY=... python -m pipeline --input 'exports/2024-09/*.csv' \\
+      --connection_id my-connection --state_path state/ --max-rejected-rows 10
+"""
+
+# Help for flags whose add() line has none, and what "no default" means for the others.
+HELP = {
+    "api_url": "the AnyCost Stream API",
+    "operation": "what CloudZero does with each month's rows",
+    "max_body_bytes": "largest request body, in bytes",
+    "max_rejected_rows": "rows that may be rejected while the good rows are still sent",
+    "output_dir": "where --dry_run writes the bodies: DIR/<connection>/<month>/<seq>.json",
+    "max_attempts": "attempts per request before giving up",
+    "max_retry_seconds": "time a request may spend retrying",
+    "connect_timeout": "seconds to open a connection",
+    "read_timeout": "seconds to wait for an answer",
+    "max_concurrent_streams": "connections sent in parallel (each one strictly one request at a time)",
+}
+METAVAR = {int: "N", _positive_int: "N", float: "SECONDS", "connection_id": "ID", "stream_column": "COLUMN",
+           "api_url": "URL", "api_key_env": "NAME", "api_key_secret": "RESOURCE"}
+DEFAULT_TEXT = {
+    "dead_letter_path": "./cloudzero-runs/<run id>/rejected",
+    "report_path": "./cloudzero-runs/<run id>/report.json",
+}
+
+
+def _describe(parser):
+    """Fill in missing help and show every default in --help."""
+    for action in parser._actions:  # pylint: disable=protected-access
+        if not action.option_strings or action.dest in ("help", "wait"):
+            continue
+        text = action.help or HELP.get(action.dest, "")
+        default = action.default
+        if isinstance(default, bool):
+            default = str(default).lower()
+        elif default is None:
+            default = DEFAULT_TEXT.get(action.dest)
+        if default is not None and "default" not in text:
+            text += f" (default: {default})"
+        action.help = text.replace("%", "%%").strip()
+        if action.metavar is None:
+            action.metavar = METAVAR.get(action.type) or METAVAR.get(action.dest) or (
+                "PATH" if action.dest.endswith(("_path", "_dir")) else None)
+
+
+def _beam_parser():
+    """A parser of every option Beam knows, built the way Beam builds it: from every registered
+    PipelineOptions subclass (see PipelineOptions.get_all_options)."""
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+    class _Refusing(_BeamArgumentParser):
+        def error(self, message):
+            raise UsageError(message)
+
+    parser = _Refusing(allow_abbrev=False)
+    registered = {}
+    for cls in PipelineOptions.__subclasses__():
+        registered.setdefault(str(cls), cls)
+    for cls in registered.values():
+        cls._add_argparse_args(parser)  # pylint: disable=protected-access
+    return parser
+
+
+def _option_names(parser):
+    return [option for action in parser._actions  # pylint: disable=protected-access
+            for option in action.option_strings if option.startswith("--")]
+
+
+def _with_underscores(argv, ours):
+    """`--dry-run[=x]` is `--dry_run[=x]`: every connector flag also works with hyphens."""
+    fixed = []
+    for arg in argv:
+        name, sep, value = arg.partition("=")
+        underscored = "--" + name[2:].replace("-", "_")
+        if name.startswith("--") and name not in ours and underscored in ours:
+            arg = underscored + sep + value
+        fixed.append(arg)
+    return fixed
+
+
+# Portable runners learn more options from their job server: Beam only warns about those.
+JOB_SERVER_RUNNERS = {"PortableRunner", "FlinkRunner", "SparkRunner", "PrismRunner"}
+
+
+def _refuse_unknown(beam_args, ours):
+    """Stop on a flag that neither the connector nor Beam knows, suggesting the closest name."""
+    parser = _beam_parser()
+    known, unknown = parser.parse_known_args(beam_args)
+    if known.runner in JOB_SERVER_RUNNERS or not unknown:
+        return
+    first = unknown[0]
+    if not first.startswith("-"):
+        raise UsageError(f"unexpected argument {first!r}: each --input takes one pattern; quote a "
+                         "glob (--input 'data/*.csv') or repeat --input")
+    name = first.partition("=")[0]
+    close = difflib.get_close_matches(name, sorted(set(ours) | set(_option_names(parser))), n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    raise UsageError(f"unknown flag {name}{hint} (python -m pipeline --help lists the connector's "
+                     "flags; Beam's pipeline options are accepted too)")
 
 
 def parse(argv):
     """Our flags as a RunConfig, plus the flags for Beam; raises UsageError with one line."""
-    args, beam_args = build_parser().parse_known_args(argv)
+    parser = build_parser()
+    ours = _option_names(parser)
+    args, beam_args = parser.parse_known_args(_with_underscores(argv, ours))
     for flag in beam_args:
-        if flag.split("=", 1)[0].lstrip("-").lower() in ("api_key", "apikey", "key"):
+        if flag.split("=", 1)[0].lstrip("-").lower().replace("-", "_") in ("api_key", "apikey", "key"):
             raise UsageError("the API key is never a flag: put it in the variable --api_key_env names, "
                              "or in Secret Manager (--api_key_secret)")
+    _refuse_unknown(beam_args, ours)
     if args.connection_id is not None and not cbf.is_valid_connection_id(args.connection_id):
         raise UsageError(f"--connection_id {args.connection_id!r} is not allowed ({cbf.CONNECTION_ID_RULE})")
     if not 1000 <= args.max_body_bytes <= cbf.MAX_BODY_BYTES:
@@ -148,23 +269,52 @@ def _runner(name):
 
 
 def _run_id():
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    """Sorts by start time; the suffix keeps two runs started in the same second apart."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
 def _locations(config, options, local):
-    """Where the dead letter and the report go when the flags do not say."""
+    """Where the dead letter and the report go when the flags do not say: one folder per run,
+    ./cloudzero-runs/<run id>/ on a local run, <temp_location>/<run id>/ elsewhere."""
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import GoogleCloudOptions
-    run_id = _run_id()
     temp = options.view_as(GoogleCloudOptions).temp_location
     base = os.path.abspath("cloudzero-runs") if local else temp
     if not base:
         raise UsageError("give --dead_letter_path and --report_path, or --temp_location, on this runner")
-    dead_letter = config.dead_letter_path or FileSystems.join(base, run_id, "rejected")
-    report_target = config.report_path or (
-        os.path.join(tempfile.mkdtemp(prefix="cloudzero-report-"), "report.json") if local
-        else FileSystems.join(base, run_id, "report.json"))
-    return dead_letter, report_target
+    run_folder = FileSystems.join(base, _run_id())
+    dead_letter = config.dead_letter_path or FileSystems.join(run_folder, "rejected")
+    report_target = config.report_path or FileSystems.join(run_folder, "report.json")
+    return dead_letter, report_target, run_folder
+
+
+def _remove_if_empty(run_folder):
+    """A local run leaves its folder (and ./cloudzero-runs) behind only when something is in it."""
+    for folder in (run_folder, os.path.dirname(run_folder)):
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty, or never made
+            return
+
+
+def _shown(path):
+    """A local path as the person typed it: relative when under the current folder."""
+    if "://" in path or not os.path.isabs(path):
+        return path
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else os.path.join(".", relative)
+
+
+def _where_outputs_are(report, report_target, run_folder):
+    """The run's last line: where to look."""
+    written = [report_target, *report["dead_letter_files"]]
+    if all(path.startswith(run_folder + "/") for path in written):
+        names = ", ".join(path[len(run_folder) + 1:] for path in written)
+        return f"outputs: {_shown(run_folder)}/ ({names})"
+    line = f"report: {_shown(report_target)}"
+    if report["dead_letter_files"]:
+        line += "; rejected rows: " + ", ".join(_shown(path) for path in report["dead_letter_files"])
+    return line
 
 
 def run(argv=None):
@@ -182,9 +332,9 @@ def run(argv=None):
     if local and config.needs_api_key and not config.api_key_secret:
         api_key.from_env(config.api_key_env)  # fail fast, before reading anything
     splits = files.plan_splits(config.inputs, config.stream_column)
-    dead_letter, report_target = _locations(config, options, local)
-    LOG.info("reading %d split(s) from %d pattern(s); report: %s; rejected rows: %s*",
-             len(splits), len(config.inputs), report_target, dead_letter)
+    dead_letter, report_target, run_folder = _locations(config, options, local)
+    LOG.info("reading %d file(s) matched by %d pattern(s); report: %s; rejected rows: %s*",
+             len({split.path for split in splits}), len(config.inputs), report_target, dead_letter)
 
     p = beam.Pipeline(runner=_runner(runner_name), options=options)
     graph.build(p, config, splits, dead_letter, report_target, log_report=not (local and wait))
@@ -197,13 +347,18 @@ def run(argv=None):
         with FileSystems.open(report_target) as handle:
             report = json.loads(handle.read())
     except Exception as err:  # the job itself broke: say so in one line, keep the detail in the log
+        if local:
+            _remove_if_empty(run_folder)
         LOG.debug("the Beam job failed", exc_info=True)
         raise JobFailed(f"the Beam job did not finish ({type(err).__name__}: "
                         f"{str(err).strip().splitlines()[0][:300] if str(err).strip() else ''}); "
                         "set CLOUDZERO_LOG_LEVEL=DEBUG for the full traceback. With --state_path, "
                         "a rerun resumes where it stopped") from None
     LOG.debug("job state: %s", state)
+    if local:
+        _remove_if_empty(run_folder)
     print(run_report.render(report), flush=True)
+    print(_where_outputs_are(report, report_target, run_folder), flush=True)
     return run_report.exit_code(report)
 
 
