@@ -7,6 +7,7 @@ The API key is read in `setup()` on the worker and lives only in memory there.
 """
 import collections
 import concurrent.futures
+import logging
 import threading
 import typing
 
@@ -17,7 +18,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from anycost import api_key, config as run_config, delivery, packing
+from anycost import api_key, config as run_config, delivery, packing, progress
 from anycost.client import AnyCostClient
 from anycost.retry import RetryPolicy
 from anycost.run_state import RunState
@@ -66,6 +67,7 @@ class SendConnections(beam.DoFn):
         self._pool = concurrent.futures.ThreadPoolExecutor(self._config.max_concurrent_streams,
                                                            thread_name_prefix="anycost-stream")
         self._state = RunState(self._config.state_path) if self._config.state_path else None
+        self._progress = progress.SendProgress(logging.getLogger("cloudzero").info)
 
     def start_bundle(self):
         self._pending = []
@@ -76,6 +78,8 @@ class SendConnections(beam.DoFn):
         months = collections.defaultdict(list)
         for month, chunk in month_chunks:
             months[month].append(chunk)
+        if not gate and self._config.mode != run_config.VERIFY_ONLY:
+            self._expect(connection_id, months)
         self._pending.append(self._pool.submit(self._send_connection, connection_id, months, gate))
 
     def finish_bundle(self):
@@ -100,6 +104,13 @@ class SendConnections(beam.DoFn):
     def teardown(self):
         self._pool.shutdown(wait=True)
 
+    def _expect(self, connection_id, months):
+        """Count the connection's bodies for the progress lines, from row lengths only."""
+        plans = [packing.plan_stream_month(connection_id, month, chunks, self._config.operation,
+                                           self._config.max_body_bytes, with_bodies=False)
+                 for month, chunks in months.items()]
+        self._progress.expect(sum(p.body_count for p in plans), sum(p.body_bytes for p in plans))
+
     def _bodies(self, connection_id, months, plans):
         """Months ascending, bodies in order, built one month at a time (each month's chunks
         are let go once its bodies exist); each month's plan is noted in `plans`."""
@@ -116,6 +127,8 @@ class SendConnections(beam.DoFn):
         bodies = self._bodies(connection_id, months, plans)
         if gate:
             return [delivery.result_for(b, delivery.NOT_SENT, message=gate) for b in bodies]
+        if config.mode != run_config.VERIFY_ONLY:
+            bodies = self._progress.track(bodies)
         if config.mode == run_config.DRY_RUN:
             return [delivery.result_for(b, delivery.DRY_RUN, message=write_dry_run_body(config.output_dir, b))
                     for b in bodies]
