@@ -288,6 +288,14 @@ def _locations(config, options, local):
     return dead_letter, report_target, run_folder
 
 
+def _log_labels(options):
+    """Orchestrators label jobs (Airflow adds airflow-version): show what reached the pipeline."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+    labels = options.view_as(GoogleCloudOptions).labels
+    if labels:
+        LOG.info("labels: %s", ", ".join(labels))
+
+
 def _remove_if_empty(run_folder):
     """A local run leaves its folder (and ./cloudzero-runs) behind only when something is in it."""
     for folder in (run_folder, os.path.dirname(run_folder)):
@@ -297,12 +305,12 @@ def _remove_if_empty(run_folder):
             return
 
 
-def _shown(path):
-    """A local path as the person typed it: relative when under the current folder."""
-    if "://" in path or not os.path.isabs(path):
-        return path
-    relative = os.path.relpath(path)
-    return path if relative.startswith("..") else os.path.join(".", relative)
+def _shown(folder):
+    """The default run folder as a person finds it: relative when under the current folder."""
+    if "://" in folder:
+        return folder
+    relative = os.path.relpath(folder)
+    return folder if relative.startswith("..") else os.path.join(".", relative)
 
 
 def _where_outputs_are(report, report_target, run_folder):
@@ -311,9 +319,9 @@ def _where_outputs_are(report, report_target, run_folder):
     if all(path.startswith(run_folder + "/") for path in written):
         names = ", ".join(path[len(run_folder) + 1:] for path in written)
         return f"outputs: {_shown(run_folder)}/ ({names})"
-    line = f"report: {_shown(report_target)}"
+    line = f"report: {report_target}"
     if report["dead_letter_files"]:
-        line += "; rejected rows: " + ", ".join(_shown(path) for path in report["dead_letter_files"])
+        line += "; rejected rows: " + ", ".join(report["dead_letter_files"])
     return line
 
 
@@ -333,6 +341,7 @@ def run(argv=None):
         api_key.from_env(config.api_key_env)  # fail fast, before reading anything
     splits = files.plan_splits(config.inputs, config.stream_column)
     dead_letter, report_target, run_folder = _locations(config, options, local)
+    _log_labels(options)
     LOG.info("reading %d file(s) matched by %d pattern(s); report: %s; rejected rows: %s*",
              len({split.path for split in splits}), len(config.inputs), report_target, dead_letter)
 
