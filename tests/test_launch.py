@@ -87,6 +87,18 @@ def test_an_unknown_flag_stops_the_run_naming_it_and_the_closest_flag(emulator, 
     assert emulator.requests == [] and emulator.totals() == {}  # nothing uploaded
 
 
+def test_the_key_is_never_a_flag_in_either_form():
+    for flag in ("--api_key=k", "--api-key=k", "--apikey=k"):
+        with pytest.raises(cli.UsageError, match="the API key is never a flag"):
+            cli.parse(["--input=x.csv", "--connection_id=c1", flag])
+
+
+def test_a_portable_runner_keeps_the_options_its_job_server_knows():
+    _, beam_args, _ = cli.parse(["--input=x.csv", "--connection_id=c1", "--runner=FlinkRunner",
+                                 "--flink_only_option=3"])
+    assert beam_args == ["--runner=FlinkRunner", "--flink_only_option=3"]
+
+
 def test_a_stray_argument_is_refused_with_the_quoting_hint(tmp_path, capsys):
     second = one_row_input(tmp_path)
     code, _, printed = run_cli(["--input", second, second, "--connection_id", "c1", "--dry_run",

@@ -184,7 +184,9 @@ def test_a_key_pasted_into_api_key_secret_is_refused_and_not_echoed(tmp_path):
     ["--test_namespace", FAKE_KEY],
     [f"--labels=k={FAKE_KEY}"],
     ["--api_key=whatever"],
+    ["--api-key=whatever"],  # the hyphen forms the pipeline also accepts
     ["--api_key_env", "CLOUDZERO_API_KEY"],
+    ["--api-key-env", "CLOUDZERO_API_KEY"],
 ])
 def test_the_key_is_never_passed_as_a_flag(tmp_path, extra):
     result = run_script(["--print", *extra], script_env(), cwd=tmp_path)
