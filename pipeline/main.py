@@ -8,7 +8,6 @@ Beam's own pipeline options go to Beam's PipelineOptions untouched, so it works 
 """
 import argparse
 import datetime as dt
-import difflib
 import json
 import logging
 import os
@@ -20,6 +19,7 @@ from anycost import config as run_config
 from anycost import files
 from anycost import report as run_report
 from anycost.client import url_problem
+from pipeline import flags
 
 LOG = logging.getLogger("cloudzero")
 USAGE_ERROR, INPUT_ERROR = 2, 3
@@ -62,7 +62,7 @@ def build_parser():
         "Apache Beam's pipeline options (--runner, --direct_num_workers, --project, --labels, ...)\n"
         "are passed to Beam; any other flag is refused. Every flag works as --flag value and\n"
         "--flag=value, and with hyphens: --dry-run, --report-path FILE."), allow_abbrev=False,
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=flags.EPILOG)
     add = parser.add_argument
     add("--input", action="append", required=True, metavar="PATTERN",
         help="glob over any Beam filesystem (local, gs://); repeat for more")
@@ -94,133 +94,23 @@ def build_parser():
     add("--max_concurrent_streams", type=int, default=8)
     add("--wait", dest="wait", action=argparse.BooleanOptionalAction, default=None,
         help="wait for the job and print its report (default: yes, except as a Flex Template)")
-    _describe(parser)
+    flags.describe(parser)
     return parser
-
-
-EPILOG = """\
-exit status:
-  0  every body was accepted and rejected rows are within --max_rejected_rows
-  1  the run finished with failures (see the table and the report)
-  2  usage error: a flag is unknown, missing or wrong (one line says why)
-  3  the input cannot be planned (no file matches, unknown column, unreadable file);
-     nothing was read or sent
-
-outputs: without --report_path / --dead_letter_path, the report and the rejected rows go to
-  ./cloudzero-runs/<run id>/ on a local run (under --temp_location on Dataflow); the last
-  line of the run names the folder.
-
-example:
-  CLOUDZERO_API_KEY=... python -m pipeline --input 'exports/2024-09/*.csv' \\
-      --connection_id my-connection --state_path state/ --max-rejected-rows 10
-"""
-
-# Help for flags whose add() line has none, and what "no default" means for the others.
-HELP = {
-    "api_url": "the AnyCost Stream API",
-    "operation": "what CloudZero does with each month's rows",
-    "max_body_bytes": "largest request body, in bytes",
-    "max_rejected_rows": "rows that may be rejected while the good rows are still sent",
-    "output_dir": "where --dry_run writes the bodies: DIR/<connection>/<month>/<seq>.json",
-    "max_attempts": "attempts per request before giving up",
-    "max_retry_seconds": "time a request may spend retrying",
-    "connect_timeout": "seconds to open a connection",
-    "read_timeout": "seconds to wait for an answer",
-    "max_concurrent_streams": "connections sent in parallel (each one strictly one request at a time)",
-}
-METAVAR = {int: "N", _positive_int: "N", float: "SECONDS", "connection_id": "ID", "stream_column": "COLUMN",
-           "api_url": "URL", "api_key_env": "NAME", "api_key_secret": "RESOURCE"}
-DEFAULT_TEXT = {
-    "dead_letter_path": "./cloudzero-runs/<run id>/rejected",
-    "report_path": "./cloudzero-runs/<run id>/report.json",
-}
-
-
-def _describe(parser):
-    """Fill in missing help and show every default in --help."""
-    for action in parser._actions:  # pylint: disable=protected-access
-        if not action.option_strings or action.dest in ("help", "wait"):
-            continue
-        text = action.help or HELP.get(action.dest, "")
-        default = action.default
-        if isinstance(default, bool):
-            default = str(default).lower()
-        elif default is None:
-            default = DEFAULT_TEXT.get(action.dest)
-        if default is not None and "default" not in text:
-            text += f" (default: {default})"
-        action.help = text.replace("%", "%%").strip()
-        if action.metavar is None:
-            action.metavar = METAVAR.get(action.type) or METAVAR.get(action.dest) or (
-                "PATH" if action.dest.endswith(("_path", "_dir")) else None)
-
-
-def _beam_parser():
-    """A parser of every option Beam knows, built the way Beam builds it: from every registered
-    PipelineOptions subclass (see PipelineOptions.get_all_options)."""
-    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
-
-    class _Refusing(_BeamArgumentParser):
-        def error(self, message):
-            raise UsageError(message)
-
-    parser = _Refusing(allow_abbrev=False)
-    registered = {}
-    for cls in PipelineOptions.__subclasses__():
-        registered.setdefault(str(cls), cls)
-    for cls in registered.values():
-        cls._add_argparse_args(parser)  # pylint: disable=protected-access
-    return parser
-
-
-def _option_names(parser):
-    return [option for action in parser._actions  # pylint: disable=protected-access
-            for option in action.option_strings if option.startswith("--")]
-
-
-def _with_underscores(argv, ours):
-    """`--dry-run[=x]` is `--dry_run[=x]`: every connector flag also works with hyphens."""
-    fixed = []
-    for arg in argv:
-        name, sep, value = arg.partition("=")
-        underscored = "--" + name[2:].replace("-", "_")
-        if name.startswith("--") and name not in ours and underscored in ours:
-            arg = underscored + sep + value
-        fixed.append(arg)
-    return fixed
-
-
-# Portable runners learn more options from their job server: Beam only warns about those.
-JOB_SERVER_RUNNERS = {"PortableRunner", "FlinkRunner", "SparkRunner", "PrismRunner"}
-
-
-def _refuse_unknown(beam_args, ours):
-    """Stop on a flag that neither the connector nor Beam knows, suggesting the closest name."""
-    parser = _beam_parser()
-    known, unknown = parser.parse_known_args(beam_args)
-    if known.runner in JOB_SERVER_RUNNERS or not unknown:
-        return
-    first = unknown[0]
-    if not first.startswith("-"):
-        raise UsageError(f"unexpected argument {first!r}: each --input takes one pattern; quote a "
-                         "glob (--input 'data/*.csv') or repeat --input")
-    name = first.partition("=")[0]
-    close = difflib.get_close_matches(name, sorted(set(ours) | set(_option_names(parser))), n=1)
-    hint = f"; did you mean {close[0]}?" if close else ""
-    raise UsageError(f"unknown flag {name}{hint} (python -m pipeline --help lists the connector's "
-                     "flags; Beam's pipeline options are accepted too)")
 
 
 def parse(argv):
     """Our flags as a RunConfig, plus the flags for Beam; raises UsageError with one line."""
     parser = build_parser()
-    ours = _option_names(parser)
-    args, beam_args = parser.parse_known_args(_with_underscores(argv, ours))
+    ours = flags.option_names(parser)
+    args, beam_args = parser.parse_known_args(flags.with_underscores(argv, ours))
     for flag in beam_args:
         if flag.split("=", 1)[0].lstrip("-").lower().replace("-", "_") in ("api_key", "apikey", "key"):
             raise UsageError("the API key is never a flag: put it in the variable --api_key_env names, "
                              "or in Secret Manager (--api_key_secret)")
-    _refuse_unknown(beam_args, ours)
+    try:
+        flags.refuse_unknown(beam_args, ours)
+    except flags.FlagError as err:
+        raise UsageError(str(err)) from None
     if args.connection_id is not None and not cbf.is_valid_connection_id(args.connection_id):
         raise UsageError(f"--connection_id {args.connection_id!r} is not allowed ({cbf.CONNECTION_ID_RULE})")
     if not 1000 <= args.max_body_bytes <= cbf.MAX_BODY_BYTES:
