@@ -6,7 +6,6 @@ import json
 import pytest
 from apache_beam.runners.runner import PipelineResult, PipelineRunner, PipelineState
 
-from anycost_emulator import Emulator
 from pipeline import main as cli
 from tests.support import PINNED_RUNNER, TEST_KEY, run_cli, write_csv
 
@@ -56,13 +55,6 @@ def test_no_wait_is_honoured_on_any_runner(monkeypatch, tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 HEADER = ["time/usage_start", "cost/cost"]
-
-
-@pytest.fixture
-def emulator(monkeypatch):
-    monkeypatch.setenv("CLOUDZERO_API_KEY", TEST_KEY)
-    with Emulator(api_key=TEST_KEY) as emu:
-        yield emu
 
 
 def one_row_input(tmp_path, rows=(["2024-08-01T00:00:00Z", "1.25"],)):

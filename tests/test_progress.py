@@ -3,6 +3,7 @@ import threading
 from types import SimpleNamespace
 
 from anycost import progress
+from tests.support import run_cli, write_csv
 
 
 class Clock:
@@ -89,15 +90,11 @@ def test_amounts_and_durations_read_naturally():
     assert [progress.duration(s) for s in (0.4, 59, 125, 4320)] == ["0 s", "59 s", "2 min 05 s", "1 h 12 min"]
 
 
-def test_a_run_shows_what_it_read_and_sent(monkeypatch, tmp_path, capsys):
-    from anycost_emulator import Emulator
-    from tests.support import TEST_KEY, run_cli, write_csv
-    monkeypatch.setenv("CLOUDZERO_API_KEY", TEST_KEY)
+def test_a_run_shows_what_it_read_and_sent(emulator, tmp_path, capsys):
     rows = [[f"2024-0{8 + i % 2}-01T00:00:00Z", f"{i}.5"] for i in range(6)]
     paths = [write_csv(str(tmp_path / f"in{n}.csv"), ["time/usage_start", "cost/cost"], rows) for n in range(2)]
-    with Emulator(api_key=TEST_KEY) as emulator:
-        code, report, printed = run_cli(["--input", str(tmp_path / "in*.csv"), "--connection_id", "c1",
-                                         f"--api_url={emulator.url}", f"--report_path={tmp_path}/r.json"], capsys)
+    code, report, printed = run_cli(["--input", str(tmp_path / "in*.csv"), "--connection_id", "c1",
+                                     f"--api_url={emulator.url}", f"--report_path={tmp_path}/r.json"], capsys)
     assert code == 0, printed
     read_lines = [line.split("cloudzero: ", 1)[1] for line in printed.splitlines() if "cloudzero: read " in line]
     assert [line.split(";")[0] for line in read_lines] == [f"read {paths[0]}: 6 rows", f"read {paths[1]}: 6 rows"]

@@ -2,12 +2,10 @@
 each with one example; the dead letter still holds every row."""
 import json
 
-import pytest
 
 from anycost import cbf, rejects, report
 from anycost.config import RunConfig
-from anycost_emulator import Emulator
-from tests.support import TEST_KEY, read_dead_letters, run_cli, write_csv
+from tests.support import read_dead_letters, run_cli, write_csv
 
 
 def record(row, reason, file="in.csv", **values):
@@ -88,13 +86,6 @@ def test_the_table_shows_each_reason_with_its_count_and_example():
         "         e.g. in.csv row 7",
     ]
     assert lines[start + 5] == "rejected rows are in: dead/rejected-00000-of-00001.jsonl"
-
-
-@pytest.fixture
-def emulator(monkeypatch):
-    monkeypatch.setenv("CLOUDZERO_API_KEY", TEST_KEY)
-    with Emulator(api_key=TEST_KEY) as emu:
-        yield emu
 
 
 def test_a_run_with_rejects_prints_the_reasons_and_the_dead_letter_holds_every_row(emulator, tmp_path, capsys):
