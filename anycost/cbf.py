@@ -97,10 +97,26 @@ def column_problem(name):
         return None
     if is_tag_column(name):
         return (f"tag column {name!r} has a key with characters CloudZero does not allow "
-                "(letters, digits and _ . : / = + - @ only, no whitespace)")
+                "(letters, digits and _ . : / = + - @ only, no whitespace); "
+                "--tag_keys sanitize replaces each with '_'")
     if name.strip() != name:
         return f"column {name!r} has leading or trailing whitespace"
     return f"column {name!r} is not a Common Bill Format column"
+
+
+_DISALLOWED_TAG_CHARACTER = re.compile(r"[^A-Za-z0-9_.:/=+\-@]")
+
+
+def sanitize_tag_key(key):
+    """`key` as CloudZero allows it: trimmed, each other character replaced by `_`
+    (`' Cost Center'` -> `'Cost_Center'`, `'équipe'` -> `'_quipe'`). Empty when nothing is left."""
+    return _DISALLOWED_TAG_CHARACTER.sub("_", key.strip())
+
+
+def tag_key_priority(key):
+    """Sort key deciding which of several keys that sanitise to the same key keeps its
+    value in a row: a key that is already valid first, then code point order."""
+    return (sanitize_tag_key(key) != key, key)
 
 
 def canonical_column_order(names):

@@ -31,9 +31,21 @@ class RunConfig:
     connect_timeout: float = 10.0
     read_timeout: float = 300.0
     max_concurrent_streams: int = 8
+    input_format: str = "cbf"
+    column_map_file: Optional[str] = None
+    column_map: Tuple[Tuple[str, str], ...] = ()  # read from column_map_file at planning
+    unknown_columns: str = "refuse"
+    tag_keys: str = "refuse"
+    csv_delimiter: str = ","
+    currency: str = "USD"
+    dropped_columns: Tuple[str, ...] = ()  # found at planning, for the report
+    input_warnings: Tuple[str, ...] = ()  # found at planning (empty files), for the report
 
     def normalise_settings(self):
-        return Settings(self.connection_id, self.stream_column, self.operation, self.max_body_bytes)
+        return Settings(self.connection_id, self.stream_column, self.operation, self.max_body_bytes,
+                        input_format=self.input_format, column_map=self.column_map,
+                        unknown_columns=self.unknown_columns, tag_keys=self.tag_keys,
+                        csv_delimiter=self.csv_delimiter, currency=self.currency)
 
     @property
     def needs_api_key(self):

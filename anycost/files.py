@@ -7,13 +7,16 @@ row groups so that Dataflow can read them in parallel.
 """
 import concurrent.futures
 import dataclasses
+import logging
 from typing import List, Optional, Tuple
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from anycost import readers
+from anycost import readers, sources
+from anycost.normalise import Settings
 
+LOG = logging.getLogger("cloudzero")
 PARQUET_ROW_GROUPS_PER_SPLIT = 4
 
 
@@ -41,12 +44,17 @@ def open_binary(path):
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
-def expand(patterns) -> List[str]:
-    """Every file the patterns match, sorted and de-duplicated; a pattern matching nothing is a problem."""
+def expand(patterns, sizes=None) -> List[str]:
+    """Every file the patterns match, sorted and de-duplicated; a pattern matching nothing is a problem.
+
+    `sizes`, a dict, receives each file's size in bytes."""
     problems, paths = [], set()
     for pattern in patterns:
         try:
-            matched = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+            metadata = FileSystems.match([pattern])[0].metadata_list
+            matched = [m.path for m in metadata]
+            if sizes is not None:
+                sizes.update((m.path, m.size_in_bytes) for m in metadata)
         except Exception as err:  # Beam raises BeamIOError when nothing matches
             matched, reason = [], f" ({str(err).splitlines()[0][:200]})" if "No files" not in str(err) else ""
         else:
@@ -63,17 +71,50 @@ def expand(patterns) -> List[str]:
     return sorted(paths)
 
 
-def _inspect(path):
+def _inspect(path, delimiter=","):
     with open_binary(path) as handle:
-        return readers.inspect(handle, path, readers.file_format(path))
+        return readers.inspect(handle, path, readers.file_format(path), delimiter)
+
+
+@dataclasses.dataclass(frozen=True)
+class InputPlan:
+    splits: List[FileSplit]
+    dropped_columns: Tuple[str, ...] = ()  # source columns left out, over all files, sorted
+    warnings: Tuple[str, ...] = ()  # for a person: empty files
+
+
+def load_column_map(path):
+    """A --column_map file as (source, target) pairs; a bad file is an input problem (exit 3)."""
+    try:
+        with open_binary(path) as handle:
+            text = handle.read().decode("utf-8-sig")
+    except Exception as err:  # pylint: disable=broad-except  (any filesystem's "cannot open")
+        raise InputProblems([f"--column_map {path}: cannot be read: {str(err).splitlines()[0][:200]}"]) from None
+    try:
+        return sources.parse_column_map(text, f"--column_map {path}")
+    except (sources.ColumnMapError, UnicodeDecodeError) as err:
+        raise InputProblems([str(err)]) from None
 
 
 def plan_splits(patterns, stream_column=None, threads=16) -> List[FileSplit]:
     """Check every file's columns and cut the input into splits, in a deterministic order."""
-    paths = expand(patterns)
+    return plan(patterns, Settings(stream_column=stream_column), threads).splits
+
+
+def plan(patterns, settings: Settings, threads=16) -> InputPlan:
+    """`plan_splits` under the run's settings (input format, column map, switches), with the
+    columns left out and the warnings a person should see."""
+    sizes = {}
+    paths = expand(patterns, sizes)
+    empty = [path for path in paths if sizes.get(path) == 0]
+    warnings = tuple(f"{path}: the file is empty (0 bytes), usually a broken export; it holds no rows"
+                     for path in empty)
+    for warning in warnings:
+        LOG.warning("%s", warning)
+    paths = [path for path in paths if path not in empty]
     problems, infos = [], {}
     with concurrent.futures.ThreadPoolExecutor(min(threads, max(1, len(paths)))) as pool:
-        futures = {path: pool.submit(_inspect, path) for path in paths}
+        futures = {path: pool.submit(_inspect, path, settings.csv_delimiter) for path in paths}
         for path, future in futures.items():
             try:
                 infos[path] = future.result()
@@ -81,9 +122,11 @@ def plan_splits(patterns, stream_column=None, threads=16) -> List[FileSplit]:
                 problems.append(str(err))
             except OSError as err:
                 problems.append(f"{path}: cannot be opened: {err}")
+    dropped = set()
     for path in paths:
         if path in infos:
-            problems.extend(readers.header_problems(infos[path], stream_column))
+            problems.extend(readers.header_problems(infos[path], settings=settings))
+            dropped.update(sources.plan_columns(infos[path].columns, settings).dropped)
     if problems:
         raise InputProblems(problems)
     splits = []
@@ -95,4 +138,4 @@ def plan_splits(patterns, stream_column=None, threads=16) -> List[FileSplit]:
                 splits.append(FileSplit(file_index, path, info.format, groups))
         elif info.columns:
             splits.append(FileSplit(file_index, path, info.format))
-    return splits
+    return InputPlan(splits, tuple(sorted(dropped)), warnings)

@@ -33,6 +33,13 @@ class Settings:
     stream_column: Optional[str] = None
     operation: str = "sum"
     max_body_bytes: int = cbf.MAX_BODY_BYTES
+    # How source files become CBF columns (see anycost.sources): applied before this module.
+    input_format: str = "cbf"  # or "focus"
+    column_map: tuple = ()  # ((source column, target column), ...)
+    unknown_columns: str = "refuse"  # or "drop"
+    tag_keys: str = "refuse"  # or "sanitize"
+    csv_delimiter: str = ","
+    currency: str = "USD"
 
     def envelope_bytes(self):
         """Bytes of a body around its rows: `{"month":"YYYY-MM","operation":"...","data":[` + `]}`."""

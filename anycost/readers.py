@@ -12,7 +12,7 @@ import gzip
 import io
 import re
 import zlib
-from typing import Iterator, List
+from typing import Iterator, List, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from anycost import cbf, typed_text
+from anycost import cbf, focus, normalise, sources, tags, typed_text
 from anycost.normalise import reject_record
 
 CSV_BLOCK_BYTES = 16 << 20  # must exceed the largest row; a 5 MB body bounds useful rows
@@ -49,6 +49,7 @@ class FileInfo:
     format: str
     columns: List[str]
     row_groups: int = 0  # Parquet only: lets the pipeline split a big file
+    arrow_types: Tuple = ()  # Parquet only: (name, Arrow type) per column, checked by header_problems
 
 
 @dataclasses.dataclass
@@ -59,18 +60,15 @@ class TextBatch:
     rejects: list  # rows the parser itself refused (ragged rows, invalid UTF-8)
 
 
-def inspect(fileobj, path, fmt) -> FileInfo:
-    """Read only the header (CSV) or footer (Parquet) and check the column types."""
+def inspect(fileobj, path, fmt, delimiter=",") -> FileInfo:
+    """Read only the header (CSV) or footer (Parquet); `header_problems` judges them."""
     try:
         if fmt == "parquet":
             parquet = pq.ParquetFile(fileobj)
             schema = parquet.schema_arrow
-            for field in schema:
-                problem = typed_text.type_problem(field.type)
-                if problem:
-                    raise InputFileError(f"{path}: column {field.name!r} {problem}")
-            return FileInfo(path, fmt, list(schema.names), parquet.num_row_groups)
-        names, _, _ = _peek_csv_header(_open_text_stream(fileobj, fmt), path)
+            return FileInfo(path, fmt, list(schema.names), parquet.num_row_groups,
+                            tuple((field.name, field.type) for field in schema))
+        names, _, _ = _peek_csv_header(_open_text_stream(fileobj, fmt), path, delimiter)
         return FileInfo(path, fmt, names)
     except InputFileError:
         raise
@@ -78,33 +76,61 @@ def inspect(fileobj, path, fmt) -> FileInfo:
         raise InputFileError(f"{path}: cannot be read as {fmt}: {_short(err)}") from None
 
 
-def header_problems(info: FileInfo, stream_column=None):
-    """Every reason the file's columns stop the run, one message each."""
+_DELIMITERS = ((";", "';'", "';'"), ("\t", "a tab", "tab"), ("|", "'|'", "'|'"), (",", "','", "','"))
+
+
+def header_problems(info: FileInfo, stream_column=None, settings=None):
+    """Every reason the file's columns stop the run, one message each.
+
+    `settings` (anycost.normalise.Settings) carries the input format, the column map and
+    the unknown-column and tag-key switches; see anycost.sources.plan_columns."""
+    settings = settings or normalise.Settings()
+    if stream_column and not settings.stream_column:
+        settings = dataclasses.replace(settings, stream_column=stream_column)
+    stream_column = settings.stream_column
+    if len(info.columns) == 1 and info.format != "parquet":
+        for delimiter, label, flag in _DELIMITERS:
+            if delimiter != settings.csv_delimiter and delimiter in info.columns[0]:
+                return [f"{info.path}: the header is one column, {info.columns[0][:80]!r}, holding {label}: "
+                        f"the file looks delimited by {label}; give --csv_delimiter {flag}"]
     problems = []
     seen = set()
     for name in info.columns:
         if name in seen:
             problems.append(f"{info.path}: column {name!r} appears more than once in the header")
         seen.add(name)
-        if name == stream_column:
-            continue
-        problem = cbf.column_problem(name)
-        if problem:
-            problems.append(f"{info.path}: {problem}")
-    if stream_column and stream_column not in seen and info.columns:
+    plan = sources.plan_columns(info.columns, settings)
+    problems += [f"{info.path}: {problem}" for problem in plan.problems]
+    for name, arrow_type in info.arrow_types:
+        if name in plan.targets:
+            is_tags = settings.input_format == sources.FOCUS and plan.targets[name] == focus.TAGS
+            problem = (tags.type_problem if is_tags else typed_text.type_problem)(arrow_type)
+            if problem:
+                problems.append(f"{info.path}: column {name!r} {problem}")
+    if stream_column and stream_column not in plan.targets.values() and info.columns:
         problems.append(f"{info.path}: has no {stream_column!r} column (named by --stream_column)")
-    if info.columns and cbf.USAGE_START not in seen and cbf.COST not in seen and problems:
+    if (settings.input_format == sources.CBF and focus.looks_like_focus(info.columns)
+            and (problems or cbf.USAGE_START not in plan.targets.values())):
+        problems.append(f"{info.path}: the header looks like a FOCUS export (ChargePeriodStart, BilledCost, ...); "
+                        "add --input_format focus")
+    elif (settings.input_format == sources.CBF and info.columns and cbf.USAGE_START not in seen
+          and cbf.COST not in seen and problems):
         problems.append(f"{info.path}: the first line does not look like a CBF header; is the header missing?")
     return problems
 
 
-def read_batches(fileobj, path, fmt, row_groups=None) -> Iterator[TextBatch]:
-    """Yield the file's rows as text batches; a file that breaks mid-way raises InputFileError."""
+def read_batches(fileobj, path, fmt, row_groups=None, delimiter=",", select=None,
+                 keep_nested=False) -> Iterator[TextBatch]:
+    """Yield the file's rows as text batches; a file that breaks mid-way raises InputFileError.
+
+    Parquet only: `select(names)` names the columns to read (the others are never
+    decoded), and `keep_nested` passes map, struct and list columns through as they are
+    (a FOCUS Tags column) instead of refusing them."""
     try:
         if fmt == "parquet":
-            yield from _parquet_batches(fileobj, path, row_groups)
+            yield from _parquet_batches(fileobj, path, row_groups, select, keep_nested)
         else:
-            yield from _csv_batches(_open_text_stream(fileobj, fmt), path)
+            yield from _csv_batches(_open_text_stream(fileobj, fmt), path, delimiter)
     except InputFileError:
         raise
     except (pa.ArrowException, OSError, EOFError, zlib.error, ValueError) as err:
@@ -122,8 +148,9 @@ def _open_text_stream(fileobj, fmt):
     return gzip.GzipFile(fileobj=fileobj, mode="rb") if fmt == "csv.gz" else fileobj
 
 
-def _parquet_batches(fileobj, path, row_groups):
+def _parquet_batches(fileobj, path, row_groups, select=None, keep_nested=False):
     parquet = pq.ParquetFile(fileobj)
+    columns = select(parquet.schema_arrow.names) if select else None
     sizes = [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)]
     groups = list(range(parquet.num_row_groups)) if row_groups is None else list(row_groups)
     if not groups:
@@ -133,18 +160,31 @@ def _parquet_batches(fileobj, path, row_groups):
     starts = 1 + np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
     numbers = np.concatenate([np.arange(starts[g], starts[g] + sizes[g], dtype=np.int64) for g in groups])
     position = 0
-    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=groups, use_threads=False):
+    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=groups, columns=columns,
+                                      use_threads=False):
         try:
-            converted = [typed_text.text_and_kind(column) for column in batch.columns]
+            text = _as_text_batch(batch, keep_nested)
         except typed_text.UnsupportedColumnType:
             problems = [f"column {field.name!r} {typed_text.type_problem(field.type)}"
                         for field in batch.schema if typed_text.type_problem(field.type)]
             raise InputFileError(f"{path}: {'; '.join(problems)}") from None
-        fields = [pa.field(name, pa.string(), metadata={typed_text.KIND_KEY: kind} if kind else None)
-                  for name, (_, kind) in zip(batch.schema.names, converted)]
-        text = pa.RecordBatch.from_arrays([column for column, _ in converted], schema=pa.schema(fields))
         yield TextBatch(text, numbers[position:position + batch.num_rows], [])
         position += batch.num_rows
+
+
+def _as_text_batch(batch, keep_nested):
+    """Typed columns as CBF text, their kind in the field metadata; with `keep_nested`,
+    map, struct and list columns pass as they are (anycost.tags reads them)."""
+    arrays, fields = [], []
+    for field, column in zip(batch.schema, batch.columns):
+        if keep_nested and pa.types.is_nested(column.type):
+            arrays.append(column)
+            fields.append(pa.field(field.name, column.type))
+            continue
+        text, kind = typed_text.text_and_kind(column)
+        arrays.append(text)
+        fields.append(pa.field(field.name, pa.string(), metadata={typed_text.KIND_KEY: kind} if kind else None))
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
 
 class _CsvRowNumbers:
@@ -168,8 +208,8 @@ class _CsvRowNumbers:
         return good - self.header_records
 
 
-def _csv_batches(stream, path):
-    names, stream, checked = _peek_csv_header(stream, path)
+def _csv_batches(stream, path, delimiter=","):
+    names, stream, checked = _peek_csv_header(stream, path, delimiter)
     if not names:
         return
     if len(set(names)) != len(names):
@@ -187,7 +227,8 @@ def _csv_batches(stream, path):
     reader = pacsv.open_csv(
         stream,
         read_options=pacsv.ReadOptions(use_threads=False, block_size=CSV_BLOCK_BYTES),
-        parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid_row),
+        parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True,
+                                         invalid_row_handler=on_invalid_row),
         convert_options=pacsv.ConvertOptions(
             column_types={name: pa.string() for name in names}, strings_can_be_null=False),
     )
@@ -210,7 +251,7 @@ def _csv_batches(stream, path):
                         np.zeros(0, np.int64), list(parser_rejects))
 
 
-def _peek_csv_header(stream, path):
+def _peek_csv_header(stream, path, delimiter=","):
     """The header's fields (quoted names allowed, BOM removed), a stream that still starts
     at the header, so that Arrow can read every column as text, never inferred, and the
     `_CheckedText` under that stream."""
@@ -223,7 +264,7 @@ def _peek_csv_header(stream, path):
         return [], rest, checked
     line = re.split(rb"\r\n|\r|\n", data, maxsplit=1)[0]  # Arrow also ends a line at a lone CR
     try:
-        names = next(csv.reader([line.decode("utf-8")]))
+        names = next(csv.reader([line.decode("utf-8")], delimiter=delimiter))
     except UnicodeDecodeError as err:
         raise InputFileError(f"{path}: the header is not valid UTF-8 (byte {err.start})") from None
     except csv.Error as err:

@@ -50,7 +50,7 @@ def _month_status(entry, gate):
 
 
 def build(config, stats, summaries, results, dead_letter_files=(), file_errors=(), verifications=(),
-          reject_reasons=()):
+          input_rules=None, reject_reasons=()):
     """The report as a JSON-able dict; `ok` says whether the run did everything it should."""
     rows_read, rows_rejected, file_error_count = stats
     gate = gate_reason(stats, summaries, config)
@@ -99,6 +99,10 @@ def build(config, stats, summaries, results, dead_letter_files=(), file_errors=(
         "bodies_failed": sum(r.status == delivery.FAILED for r in results),
         "bodies_not_sent": sum(r.status == delivery.NOT_SENT for r in results),
         "streams": {conn: dict(sorted(months.items())) for conn, months in sorted(streams.items())},
+        "input_format": getattr(config, "input_format", "cbf"),
+        "dropped_columns": list(getattr(config, "dropped_columns", ())),
+        "input_rules": dict(input_rules or {}),
+        "warnings": list(getattr(config, "input_warnings", ())),
     }
     month_ok = all(entry["status"] in GOOD_MONTH_STATUSES
                    for months in streams.values() for entry in months.values())
@@ -153,6 +157,14 @@ def render(report):
         lines.append("the input holds no rows; nothing was sent")
     for message in report["file_errors"]:
         lines.append(f"file error: {message}")
+    for message in report.get("warnings", ()):
+        lines.append(f"warning: {message}")
+    dropped = report.get("dropped_columns") or []
+    if dropped:
+        shown = ", ".join(dropped[:12]) + (f" and {len(dropped) - 12} more" if len(dropped) > 12 else "")
+        lines.append(f"columns left out: {shown}")
+    if report.get("input_rules"):
+        lines.append("input rules applied: " + ", ".join(f"{k} {v:,}" for k, v in report["input_rules"].items()))
     if report["rows_rejected"]:
         lines.extend(_reasons(report.get("reject_reasons") or []))
         files = ", ".join(report["dead_letter_files"]) or "(no dead-letter files were written)"

@@ -54,6 +54,8 @@ def text_and_kind(column):
         raise UnsupportedColumnType(problem)
     if pa.types.is_string(arrow_type):
         return column, None
+    if pa.types.is_large_string(arrow_type):
+        return column.cast(_STRING), None
     if pa.types.is_null(arrow_type):
         return pa.nulls(len(column), _STRING), None
     if pa.types.is_timestamp(arrow_type):

@@ -18,9 +18,10 @@ _ANY_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 MAX_NUMBER_CHARS = 64
 
 # ASCII digits only: `\d` would also take Arabic-Indic or full-width digits.
+# The time may be left out: a date alone is midnight UTC, as a Parquet date32 is.
 _TIMESTAMP = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[T ]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
-    r"(Z|[+-][0-9]{2}:[0-9]{2})?")
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})(?:[T ]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
+    r"(Z|[+-][0-9]{2}:[0-9]{2})?)?")
 
 
 class InvalidValue(ValueError):
@@ -66,7 +67,8 @@ def render_float(value):
 
 
 def render_timestamp(text):
-    """ISO 8601 (`T` or space, `Z`, `±HH:MM` or naive = UTC, any fraction) as UTC with `Z`.
+    """ISO 8601 (`T` or space, `Z`, `±HH:MM` or naive = UTC, any fraction; or a date alone,
+    midnight UTC) as UTC with `Z`.
 
     The fraction is carried as text: offsets are whole minutes, so shifting to UTC never
     touches it, and nanosecond digits survive.
@@ -74,7 +76,7 @@ def render_timestamp(text):
     match = _TIMESTAMP.fullmatch(text.strip())
     if not match:
         raise InvalidValue(f"{_show(text)} is not an ISO 8601 timestamp (YYYY-MM-DDTHH:MM:SS[.fff][Z|+HH:MM])")
-    year, month, day, hour, minute, second = (int(g) for g in match.group(1, 2, 3, 4, 5, 6))
+    year, month, day, hour, minute, second = (int(g or 0) for g in match.group(1, 2, 3, 4, 5, 6))
     fraction, zone = match.group(7) or "", match.group(8) or "Z"
     try:
         when = dt.datetime(year, month, day, hour, minute, second)

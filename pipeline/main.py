@@ -7,6 +7,7 @@ Beam's own pipeline options go to Beam's PipelineOptions untouched, so it works 
 `py_file` of Airflow's BeamRunPythonPipelineOperator; a flag neither knows is refused.
 """
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -16,7 +17,7 @@ import sys
 
 from anycost import api_key, cbf
 from anycost import config as run_config
-from anycost import files
+from anycost import files, sources
 from anycost import report as run_report
 from anycost.client import url_problem
 from pipeline import flags
@@ -56,6 +57,19 @@ def _flag(text):
     raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
 
 
+def _delimiter(text):
+    value = {"tab": "\t", "\\t": "\t"}.get(text.lower(), text)
+    if len(value) != 1 or value in "\"\r\n":
+        raise argparse.ArgumentTypeError(f"must be one character (or 'tab'), not {text!r}")
+    return value
+
+
+def _currency(text):
+    if not (len(text) == 3 and text.isascii() and text.isalpha()):
+        raise argparse.ArgumentTypeError(f"must be a three-letter ISO 4217 code such as USD, not {text!r}")
+    return text.upper()
+
+
 def build_parser():
     parser = _Parser(prog="python -m pipeline", description=(
         "Upload Common Bill Format files (CSV, CSV.gz, Parquet) to CloudZero AnyCost Stream.\n\n"
@@ -92,6 +106,16 @@ def build_parser():
     add("--connect_timeout", type=float, default=10.0)
     add("--read_timeout", type=float, default=300.0)
     add("--max_concurrent_streams", type=int, default=8)
+    add("--input_format", choices=sources.INPUT_FORMATS, default=sources.CBF,
+        help="cbf (default) or focus: FOCUS 1.0-1.2 exports, mapped to CBF (see the README)")
+    add("--column_map", metavar="FILE", help='JSON object {"source column": "CBF column"}, applied before validation')
+    add("--unknown_columns", choices=sources.UNKNOWN_COLUMNS, default="refuse",
+        help="a column that is not CBF stops the run (refuse, default) or is left out (drop)")
+    add("--tag_keys", choices=sources.TAG_KEYS, default=None,
+        help="a tag key CloudZero does not allow stops the run (refuse) or has each bad character "
+             "replaced by '_' (sanitize); default refuse for cbf, sanitize for focus")
+    add("--csv_delimiter", type=_delimiter, default=",", metavar="CHAR", help="default ','; 'tab' for a tab")
+    add("--currency", type=_currency, default="USD", help="FOCUS rows in another BillingCurrency are rejected")
     add("--wait", dest="wait", action=argparse.BooleanOptionalAction, default=None,
         help="wait for the job and print its report (default: yes, except as a Flex Template)")
     flags.describe(parser)
@@ -139,7 +163,10 @@ def parse(argv):
         report_path=args.report_path, verify=args.verify, test_namespace=args.test_namespace,
         state_path=args.state_path, max_attempts=args.max_attempts,
         max_retry_seconds=args.max_retry_seconds, connect_timeout=args.connect_timeout,
-        read_timeout=args.read_timeout, max_concurrent_streams=args.max_concurrent_streams)
+        read_timeout=args.read_timeout, max_concurrent_streams=args.max_concurrent_streams,
+        input_format=args.input_format, column_map_file=args.column_map, unknown_columns=args.unknown_columns,
+        tag_keys=args.tag_keys or ("sanitize" if args.input_format == sources.FOCUS else "refuse"),
+        csv_delimiter=args.csv_delimiter, currency=args.currency)
     return config, beam_args, args.wait
 
 
@@ -229,7 +256,11 @@ def run(argv=None):
         wait = not os.environ.get("FLEX_TEMPLATE_PYTHON_PY_FILE")
     if local and config.needs_api_key and not config.api_key_secret:
         api_key.from_env(config.api_key_env)  # fail fast, before reading anything
-    splits = files.plan_splits(config.inputs, config.stream_column)
+    if config.column_map_file:
+        config = dataclasses.replace(config, column_map=files.load_column_map(config.column_map_file))
+    planned = files.plan(config.inputs, config.normalise_settings())
+    splits = planned.splits
+    config = dataclasses.replace(config, dropped_columns=planned.dropped_columns, input_warnings=planned.warnings)
     dead_letter, report_target, run_folder = _locations(config, options, local)
     _log_labels(options)
     LOG.info("reading %d file(s) matched by %d pattern(s); report: %s; rejected rows: %s*",

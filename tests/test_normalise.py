@@ -119,6 +119,7 @@ def test_bad_numbers_rejected(column, bad):
     ("2024-08-16T13:00:00", "2024-08-16T13:00:00Z"),
     ("2024-08-16T15:00:00+02:00", "2024-08-16T13:00:00Z"),
     ("2024-08-16T13:00:00.123456789Z", "2024-08-16T13:00:00.123456789Z"),
+    ("2024-08-16", "2024-08-16T00:00:00Z"),  # a date alone: midnight UTC, as a Parquet date32
 ])
 @pytest.mark.parametrize("column", [START, END])
 def test_timestamps_rendered_utc(column, spelling, expected):
@@ -127,7 +128,8 @@ def test_timestamps_rendered_utc(column, spelling, expected):
 
 
 @pytest.mark.parametrize("bad", ["2024-02-30T00:00:00Z", "2023-02-29T00:00:00Z", "2024-13-01T00:00:00Z",
-                                 "2024-08-16T25:00:00Z", "2024-08-16", "yesterday", "2024-08-16T13:00:00+0200"])
+                                 "2024-08-16T25:00:00Z", "2024-02-30", "2024-8-16", "yesterday",
+                                 "2024-08-16T13:00:00+0200", "2024-08-16Z"])
 @pytest.mark.parametrize("column", [START, END])
 def test_bad_timestamps_rejected(column, bad):
     reject = only_reject(run([{**GOOD, column: bad}]))

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from anycost import normalise, readers
+from anycost import normalise, readers, sources
 from anycost.readers import InputFileError, inspect, read_batches
 
 HEADER = b"time/usage_start,cost/cost,lineitem/description\n"
@@ -278,11 +278,21 @@ def test_inspect_parquet_reports_row_groups_and_columns():
 
 
 def test_parquet_unsupported_type_names_file_and_column():
-    data = parquet_bytes(pa.table({"cost/cost": ["1"], "flag": [True]}))
-    with pytest.raises(InputFileError, match=r"^b\.parquet: column 'flag' has type bool"):
-        inspect(io.BytesIO(data), "b.parquet", "parquet")
-    with pytest.raises(InputFileError, match=r"^b\.parquet: column 'flag' has type bool"):
+    data = parquet_bytes(pa.table({"cost/cost": ["1"], "lineitem/description": [True]}))
+    problems = readers.header_problems(inspect(io.BytesIO(data), "b.parquet", "parquet"))
+    assert problems == ["b.parquet: column 'lineitem/description' has type bool, which has no "
+                        "Common Bill Format text form"]
+    with pytest.raises(InputFileError, match=r"^b\.parquet: column 'lineitem/description' has type bool"):
         read_all(data, "parquet", "b.parquet")
+
+
+def test_parquet_columns_left_out_are_never_type_checked_or_read():
+    data = parquet_bytes(pa.table({"time/usage_start": ["2024-08-01T00:00:00Z"], "cost/cost": ["1"],
+                                   "flag": [True], "labels": [["a"]]}))
+    settings = normalise.Settings(connection_id="c", unknown_columns="drop")
+    assert readers.header_problems(inspect(io.BytesIO(data), "b.parquet", "parquet"), settings=settings) == []
+    [text] = read_batches(io.BytesIO(data), "b.parquet", "parquet", **sources.reader_options(settings))
+    assert text.batch.schema.names == ["time/usage_start", "cost/cost"]
 
 
 @pytest.mark.parametrize("data", [b"", b"not a parquet file at all", b"PAR1" + b"\0" * 100 + b"PAR1"])

@@ -6,9 +6,10 @@ import typing
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from anycost import files, normalise, progress, readers
+from anycost import files, normalise, progress, readers, sources
 
 REJECTS, STATS, FILE_ERRORS = "rejects", "stats", "file_errors"
+RULES = "input_rules"  # {rule: rows} counts of the input rules applied (FOCUS, tag keys)
 
 
 @beam.typehints.with_output_types(typing.Tuple[typing.Tuple[str, str], typing.Any])
@@ -31,12 +32,15 @@ class ReadAndNormalise(beam.DoFn):
 
     def process(self, split: files.FileSplit):
         rows_read = rejected = 0
+        rules = collections.Counter()
         try:
             with files.open_binary(split.path) as handle:
                 for index, text in enumerate(readers.read_batches(handle, split.path, split.format,
-                                                                  split.row_groups)):
+                                                                  split.row_groups,
+                                                                  **sources.reader_options(self._settings))):
                     source = normalise.SourceBatch(split.path, split.order + (index,), text.row_numbers)
-                    result = normalise.normalise_batch(text.batch, source, self._settings)
+                    result, applied = sources.normalise_batch(text.batch, source, self._settings)
+                    rules.update(applied)
                     yield from result.chunks
                     bad = text.rejects + result.rejects
                     for record in bad:
@@ -57,6 +61,8 @@ class ReadAndNormalise(beam.DoFn):
         self._rows_read.inc(rows_read)
         self._rows_rejected.inc(rejected)
         self._progress.part_done(split.path, rows_read, rejected)
+        if rules:
+            yield beam.pvalue.TaggedOutput(RULES, dict(rules))
         yield beam.pvalue.TaggedOutput(STATS, (rows_read, rejected, 0))
 
 
@@ -82,6 +88,26 @@ class SumTuples(beam.CombineFn):
         return accumulator
 
 
+class SumCounts(beam.CombineFn):
+    """Sum of {name: count} dicts."""
+
+    def create_accumulator(self):
+        return collections.Counter()
+
+    def add_input(self, accumulator, element):
+        accumulator.update(element)
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        total = collections.Counter()
+        for accumulator in accumulators:
+            total.update(accumulator)
+        return total
+
+    def extract_output(self, accumulator):
+        return dict(sorted(accumulator.items()))
+
+
 class ReadCbf(beam.PTransform):
     """Example: `chunks = p | ReadCbf(splits, settings)`; see `ReadAndNormalise` for the outputs."""
 
@@ -96,4 +122,4 @@ class ReadCbf(beam.PTransform):
                 | "Spread" >> beam.Reshuffle()
                 | "ReadAndValidate" >> beam.ParDo(ReadAndNormalise(
                     self._settings, collections.Counter(split.path for split in self._splits))).with_outputs(
-                    REJECTS, STATS, FILE_ERRORS, main="chunks"))
+                    REJECTS, STATS, FILE_ERRORS, RULES, main="chunks"))
