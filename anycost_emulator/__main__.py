@@ -1,7 +1,7 @@
-"""`python -m anycost_emulator --port 0 --port_file PATH`: the emulator as a local server."""
+"""`python -m anycost_emulator --help`: the emulator as a local server."""
 import sys
 
-from anycost_emulator.emulator import main
+from anycost_emulator.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

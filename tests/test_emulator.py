@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -17,7 +20,9 @@ from pathlib import Path
 import pytest
 import requests
 
-import anycost_emulator.emulator as emulator_module
+from anycost_emulator import cli
+from anycost_emulator import rules as rules_module
+from anycost_emulator import store as store_module
 from anycost_emulator import Emulator, FaultConfig, validate_body
 
 KEY = "test-api-key-123"
@@ -360,7 +365,7 @@ def test_empty_data_is_ok(emu, client):
 
 def test_validate_body_is_pure_and_caps_errors(monkeypatch):
     assert validate_body(body(fixture_rows(), month="2024-09")) == []
-    monkeypatch.setattr(emulator_module, "MAX_REPORTED_ERRORS", 3)
+    monkeypatch.setattr(rules_module, "MAX_REPORTED_ERRORS", 3)
     errors = validate_body(body([row(cost="x")] * 10))
     assert len(errors) == 4 and errors[-1].startswith("too many errors")
     assert errors[0].startswith("data[0]['cost/cost']")
@@ -466,7 +471,7 @@ def test_costs_are_summed_exactly(emu, client):
 # ---------------------------------------------------------------------------------------------
 
 def test_monthly_row_limit(monkeypatch, emu, client):
-    monkeypatch.setattr(emulator_module, "MONTH_ROW_LIMIT", 5)
+    monkeypatch.setattr(store_module, "MONTH_ROW_LIMIT", 5)
     assert client.create(body([row()] * 3)).status_code == 200
     response = client.create(body([row()] * 3))
     assert response.status_code == 400
@@ -480,7 +485,7 @@ def test_monthly_row_limit(monkeypatch, emu, client):
 
 def test_monthly_byte_limit(monkeypatch, emu, client):
     one_row_bytes = len(json.dumps(row(), separators=(",", ":")).encode())
-    monkeypatch.setattr(emulator_module, "MONTH_BYTE_LIMIT", one_row_bytes * 2)
+    monkeypatch.setattr(store_module, "MONTH_BYTE_LIMIT", one_row_bytes * 2)
     assert client.create(body([row()] * 2)).status_code == 200
     response = client.create(body([row()]))
     assert response.status_code == 400 and "bytes" in error_message(response)
@@ -614,15 +619,139 @@ def test_in_flight_window_covers_the_request_records(emu):
 # faults
 # ---------------------------------------------------------------------------------------------
 
-def test_scripted_5xx_is_not_applied_and_the_key_stays_usable(emu, client):
-    emu.configure(faults=FaultConfig(script=["5xx", "ok"]))
-    payload = body([row()])
-    failed = client.create(payload, cloudzero_idempotency_key="r1")
-    assert failed.status_code in (500, 502) and "Retry-After" not in failed.headers
+def test_without_error_caching_a_scripted_5xx_leaves_the_key_usable():
+    with Emulator(api_key=KEY, cache_errors=False,
+                  faults=FaultConfig(script=["5xx", "ok"])) as emu:
+        client = Client(emu)
+        payload = body([row()])
+        failed = client.create(payload, cloudzero_idempotency_key="r1")
+        assert failed.status_code in (500, 502) and "Retry-After" not in failed.headers
+        assert emu.applied_drops == 0
+        retried = client.create(payload, cloudzero_idempotency_key="r1")
+        assert retried.status_code == 200 and emu.applied_drops == 1
+        assert [r.fault for r in emu.requests] == ["5xx", None]
+        assert emu.stats()["cache_errors"] is False and emu.idempotent_replays == 0
+
+
+def test_a_cached_503_is_replayed_to_every_retry_with_the_same_key(emu, client):
+    emu.configure(faults=FaultConfig(script=["503_retry_after"], retry_after_5xx=2))
+    payload = body([row(cost="5")])
+    first = client.create(payload, cloudzero_idempotency_key="r1")
+    retries = [client.create(payload, cloudzero_idempotency_key="r1") for _ in range(3)]
+    assert first.status_code == 503 and first.headers["Retry-After"] == "2"
+    for retry in retries:
+        assert retry.status_code == 503 and retry.headers["Retry-After"] == "2"
+        assert retry.content == first.content
+    assert emu.applied_drops == 0 and emu.totals() == {}
+    assert [(r.fault, r.replayed) for r in emu.requests] == [
+        ("503_retry_after", False), (None, True), (None, True), (None, True)]
+    stats = emu.stats()
+    assert stats["cache_errors"] is True
+    assert stats["idempotent_replays"] == stats["error_replays"] == 3
+    # a new key reaches the application again
+    assert client.create(payload, cloudzero_idempotency_key="r1-next").status_code == 200
+    assert emu.applied_drops == 1
+
+
+def test_a_cached_500_replays_even_to_a_different_body(emu, client):
+    emu.configure(faults=FaultConfig(script=["5xx"]))
+    first = client.create(body([row(cost="1")]), cloudzero_idempotency_key="k")
+    other = client.create(body([row(cost="2")]), cloudzero_idempotency_key="k")
+    assert first.status_code in (500, 502) and other.status_code == first.status_code
+    assert emu.idempotency_key_mismatches == 1 and emu.applied_drops == 0
+
+
+@pytest.mark.parametrize("faults,expected_status,expected_retry_after", [
+    (FaultConfig(script=["front_5xx"], retry_after_front_5xx=0.5), {503}, "0.5"),
+    (FaultConfig(script=["front_5xx"]), {502, 503, 504}, None),
+    (FaultConfig(rate_front_5xx=1.0, retry_after_front_5xx=1), {503}, "1"),
+])
+def test_a_front_5xx_is_not_cached_and_the_retry_applies(emu, client, faults, expected_status,
+                                                        expected_retry_after):
+    emu.configure(faults=faults)
+    payload = body([row(cost="7")])
+    failed = client.create(payload, cloudzero_idempotency_key="f1")
+    assert failed.status_code in expected_status
+    assert failed.headers.get("Retry-After") == expected_retry_after
     assert emu.applied_drops == 0
-    retried = client.create(payload, cloudzero_idempotency_key="r1")
+    emu.configure(faults=FaultConfig())  # the load balancer recovers
+    retried = client.create(payload, cloudzero_idempotency_key="f1")
     assert retried.status_code == 200 and emu.applied_drops == 1
-    assert [r.fault for r in emu.requests] == ["5xx", None]
+    assert emu.totals()["c1"]["2024-08"]["cost"] == Decimal("7")
+    assert [(r.fault, r.replayed) for r in emu.requests] == [("front_5xx", False), (None, False)]
+    assert emu.idempotent_replays == 0
+
+
+def test_an_application_fault_cannot_hit_a_request_whose_key_is_cached(emu, client):
+    emu.configure(faults=FaultConfig(script=["ok", "5xx", "503_retry_after"]))
+    statuses = [client.create(body([row()]), cloudzero_idempotency_key="s").status_code
+                for _ in range(3)]
+    assert statuses == [200, 200, 200] and emu.applied_drops == 1
+    assert emu.stats()["faults_injected"] == {}
+
+
+def test_a_front_fault_still_hits_a_request_whose_key_is_cached(emu, client):
+    emu.configure(faults=FaultConfig(script=["ok", "front_5xx", "429", "ok"]))
+    statuses = [client.create(body([row()]), cloudzero_idempotency_key="s").status_code
+                for _ in range(4)]
+    assert statuses[0] == 200 and statuses[1] in (502, 503, 504) and statuses[2:] == [429, 200]
+    assert [r.replayed for r in emu.requests] == [False, False, False, True]
+
+
+def _too_large(emu) -> dict:
+    return body([row(cost="1", **{"lineitem/description": "x" * emu.max_body_bytes})])
+
+
+@pytest.mark.parametrize("cache_errors", [True, False])
+def test_413_and_403_are_cached_only_with_error_caching(cache_errors):
+    with Emulator(api_key=KEY, cache_errors=cache_errors, max_body_bytes=2000) as emu:
+        client = Client(emu)
+        large = client.create(_too_large(emu), cloudzero_idempotency_key="big")
+        small = client.create(body([row()]), cloudzero_idempotency_key="big")
+        assert large.status_code == 413
+        assert small.status_code == (413 if cache_errors else 200)
+        emu.configure(faults=FaultConfig(forbid_after_drops=0))
+        refused = client.create(body([row()]), cloudzero_idempotency_key="revoked")
+        assert refused.status_code == 403 and emu.requests[-1].fault == "forbidden"
+        emu.configure(faults=FaultConfig())
+        again = client.create(body([row()]), cloudzero_idempotency_key="revoked")
+        assert again.status_code == (403 if cache_errors else 200)
+        assert emu.error_replays == (2 if cache_errors else 0)
+
+
+def test_a_wrong_api_key_is_refused_without_touching_the_cache(emu, client):
+    assert Client(emu, key="wrong").create(body([row()]),
+                                           cloudzero_idempotency_key="w").status_code == 403
+    assert client.create(body([row()]), cloudzero_idempotency_key="w").status_code == 200
+    assert Client(emu, key="wrong").create(body([row()]),
+                                           cloudzero_idempotency_key="w").status_code == 403
+    assert emu.idempotent_replays == 0 and emu.applied_drops == 1
+
+
+def test_a_bad_connection_id_is_a_cached_application_answer(emu, client):
+    first = client.create(body([row()]), conn="bad.id", cloudzero_idempotency_key="b")
+    again = client.create(body([row()]), conn="bad.id", cloudzero_idempotency_key="b")
+    assert first.status_code == again.status_code == 400
+    assert "connection_id" in error_message(again) and emu.error_replays == 1
+
+
+def test_an_idempotency_key_is_scoped_to_its_path(emu, client):
+    client.create(body([row()]), conn="c1", cloudzero_idempotency_key="same")
+    client.create(body([row()]), conn="c2", cloudzero_idempotency_key="same")
+    assert emu.applied_drops == 2 and emu.idempotent_replays == 0
+
+
+def test_drop_after_apply_replays_the_cached_success(emu, client):
+    emu.configure(faults=FaultConfig(script=["drop_after_apply", "drop_after_apply"]))
+    payload = body([row(cost="3")])
+    for _ in range(2):
+        with pytest.raises(requests.exceptions.ConnectionError):
+            client.create(payload, cloudzero_idempotency_key="d")
+    replay = client.create(payload, cloudzero_idempotency_key="d")
+    assert replay.status_code == 200 and emu.applied_drops == 1
+    assert [(r.fault, r.replayed) for r in emu.requests] == [
+        ("drop_after_apply", False), ("drop_after_apply", True), (None, True)]
+    assert emu.error_replays == 0
 
 
 @pytest.mark.parametrize("faults,expected_retry_after", [
@@ -736,6 +865,83 @@ def test_fault_config_rejects_nonsense():
 
 
 # ---------------------------------------------------------------------------------------------
+# preloaded months: "a month already holding 990,000 rows", cheaply
+# ---------------------------------------------------------------------------------------------
+
+def test_preload_counts_towards_the_monthly_row_limit(emu, client):
+    drop = emu.preload("c1", "2024-08", rows=999_998, cost="1000.25")
+    assert drop["month"] == "2024-08" and drop["row_count"] == 999_998
+    refused = client.create(body([row(cost="1")] * 3))
+    assert refused.status_code == 400
+    assert "would hold 1000001 rows, more than the limit of 1000000" in error_message(refused)
+    assert client.create(body([row(cost="1")] * 2)).status_code == 200
+    assert emu.totals()["c1"]["2024-08"] == {
+        "rows": 1_000_000, "cost": Decimal("1002.25"), "bodies": 1}
+    listed = client.list().json()["billing_drops"]
+    assert [(d["month"], d["row_count"]) for d in listed] == [("2024-08", 999_998), ("2024-08", 2)]
+    assert listed[0] == drop
+    # counted, not kept: reading the month gives the rows that were sent
+    assert emu.rows("c1", "2024-08") == [row(cost="1")] * 2
+    assert client.month("2024-08").json() == {"billing_drop": [row(cost="1")] * 2}
+    assert emu.applied_drops == 1 and emu.post_count == 2
+
+
+def test_preload_is_replaced_like_any_other_rows(emu, client):
+    emu.preload("c1", "2024-08", rows=500, cost="5")
+    client.create(body([row("2024-08-01T00:30:00Z", cost="1")], operation="replace_hourly"))
+    assert emu.totals()["c1"]["2024-08"]["rows"] == 1  # the preload sits in the first hour
+    emu.preload("c1", "2024-09", rows=500, cost="5")
+    client.create(body([row("2024-09-20T00:00:00Z", cost="2")], month="2024-09",
+                       operation="replace_hourly"))
+    assert emu.totals()["c1"]["2024-09"]["rows"] == 501
+    client.create(body([row("2024-09-20T00:00:00Z", cost="2")], month="2024-09",
+                       operation="replace_drop"))
+    assert emu.totals()["c1"]["2024-09"] == {"rows": 1, "cost": Decimal("2"), "bodies": 2}
+
+
+def test_preload_in_throughput_mode_and_in_a_test_namespace(fast_emu):
+    fast_emu.preload("c1", "2024-08", rows=990_000, cost="-3.5", namespace="t")
+    assert fast_emu.totals() == {}
+    assert fast_emu.totals("t") == {"c1": {"2024-08": {"rows": 990_000, "cost": Decimal("-3.5"),
+                                                        "bodies": 0}}}
+    assert fast_emu.drops("c1", namespace="t")[0]["row_count"] == 990_000
+
+
+@pytest.mark.parametrize("args,words", [
+    (("c1", "2024-13", 5), "month must be YYYY-MM"),
+    (("bad id", "2024-08", 5), "connection must match"),
+    (("c1", "2024-08", 0), "rows must be a whole number"),
+    (("c1", "2024-08", 5, 1.5), "cost must be a decimal number as text"),
+    (("c1", "2024-08", 5, "1e999999999999"), "cost must be a decimal number as text"),
+    (("c1", "2024-08", 1_000_001), "more than the limit of 1000000"),
+])
+def test_preload_refuses_nonsense(emu, args, words):
+    with pytest.raises(ValueError, match=words):
+        emu.preload(*args)
+    assert emu.totals() == {}
+
+
+def test_preload_respects_a_patched_row_limit(monkeypatch, emu):
+    monkeypatch.setattr(store_module, "MONTH_ROW_LIMIT", 10)
+    emu.preload("c1", "2024-08", rows=10)
+    with pytest.raises(ValueError, match="would hold 11 rows"):
+        emu.preload("c1", "2024-08", rows=1)
+
+
+def test_preload_control_endpoint(emu, client):
+    url = f"{emu.url}/_emulator/preload"
+    loaded = requests.post(url, json={"connection": "c1", "month": "2024-08", "rows": 990_000,
+                                      "cost": "12.5"}, timeout=5)
+    assert loaded.ok and loaded.json()["drop"]["row_count"] == 990_000
+    assert client.list().json()["billing_drops"] == [loaded.json()["drop"]]
+    for bad in ({"connection": "c1", "month": "2024-08"}, {"rows": 1, "colour": "red"},
+                {"connection": "c1", "month": "2024-08", "rows": 20_000}):
+        refused = requests.post(url, json=bad, timeout=5)
+        assert refused.status_code == 400 and error_message(refused).startswith("bad preload")
+    assert emu.totals()["c1"]["2024-08"]["rows"] == 990_000
+
+
+# ---------------------------------------------------------------------------------------------
 # throughput mode
 # ---------------------------------------------------------------------------------------------
 
@@ -782,7 +988,7 @@ def test_throughput_mode_still_checks_auth_size_and_shape(fast_emu):
 
 
 def test_throughput_mode_row_limit(monkeypatch, fast_emu):
-    monkeypatch.setattr(emulator_module, "MONTH_ROW_LIMIT", 4)
+    monkeypatch.setattr(store_module, "MONTH_ROW_LIMIT", 4)
     client = Client(fast_emu)
     assert client.create(body([row()] * 4)).status_code == 200
     assert client.create(body([row()])).status_code == 400
@@ -834,6 +1040,24 @@ def test_control_endpoints(emu, client):
     assert emu.totals() == {} and emu.requests == []
 
 
+def test_configure_endpoint_switches_error_caching(emu, client):
+    def configure(settings):
+        return requests.post(f"{emu.url}/_emulator/configure", json=settings, timeout=5)
+
+    assert requests.get(f"{emu.url}/_emulator/stats", timeout=5).json()["cache_errors"] is True
+    assert configure({"cache_errors": False, "faults": {"script": ["5xx"]}}).ok
+    assert requests.get(f"{emu.url}/_emulator/stats", timeout=5).json()["cache_errors"] is False
+    assert client.create(body([row()]), cloudzero_idempotency_key="x").status_code in (500, 502)
+    assert client.create(body([row()]), cloudzero_idempotency_key="x").status_code == 200
+    assert configure({"cache_errors": True, "faults": {"script": ["5xx"]}}).ok
+    assert client.create(body([row()]), cloudzero_idempotency_key="y").status_code in (500, 502)
+    assert client.create(body([row()]), cloudzero_idempotency_key="y").status_code in (500, 502)
+    for nonsense in ("false", 0, None):
+        refused = configure({"cache_errors": nonsense})
+        assert refused.status_code == 400 and "cache_errors" in error_message(refused)
+    assert emu.cache_errors is True
+
+
 def test_stop_is_quick_with_idle_and_sleeping_connections():
     emu = Emulator(api_key=KEY, latency_seconds=5).start()
     idle = Client(emu)
@@ -856,25 +1080,18 @@ def _ignore_errors(call) -> None:
         pass
 
 
-def test_cli_subprocess(tmp_path):
+@contextlib.contextmanager
+def emulator_process(tmp_path, *args: str):
+    """`python -m anycost_emulator` on a free port: yields (url, the line it printed)."""
     port_file = tmp_path / "port"
     env = {**os.environ, "CLOUDZERO_API_KEY": KEY, "PYTHONPATH": str(PROJECT_ROOT)}
     process = subprocess.Popen(
         [sys.executable, "-m", "anycost_emulator", "--port", "0", "--port_file", str(port_file),
-         "--faults", '{"script": ["ok"]}'],
-        cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         *args], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
     try:
         line = process.stdout.readline().strip()
-        port = int(port_file.read_text())
-        assert line == f"AnyCost emulator listening on http://127.0.0.1:{port}"
-        url = f"http://127.0.0.1:{port}"
-        response = requests.post(f"{url}/v2/connections/billing/anycost/c1/billing_drops",
-                                 json=body([row(cost="2")]), headers={"Authorization": KEY},
-                                 timeout=5)
-        assert response.status_code == 200
-        stats = requests.get(f"{url}/_emulator/stats", timeout=5).json()
-        assert stats["applied_drops"] == 1
-        assert stats["totals"] == {"c1": {"2024-08": {"rows": 1, "cost": "2", "bodies": 1}}}
+        yield f"http://127.0.0.1:{int(port_file.read_text())}", line
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=5) == 0
     finally:
@@ -883,6 +1100,39 @@ def test_cli_subprocess(tmp_path):
             process.wait()
         process.stdout.close()
         process.stderr.close()
+
+
+def post_drop(url: str, payload: dict, **headers: str) -> requests.Response:
+    return requests.post(f"{url}/v2/connections/billing/anycost/c1/billing_drops", json=payload,
+                         headers={"Authorization": KEY, **headers}, timeout=5)
+
+
+def test_cli_subprocess(tmp_path):
+    with emulator_process(tmp_path, "--faults", '{"script": ["ok"]}') as (url, line):
+        assert line == f"AnyCost emulator listening on {url}"
+        assert post_drop(url, body([row(cost="2")])).status_code == 200
+        stats = requests.get(f"{url}/_emulator/stats", timeout=5).json()
+        assert stats["applied_drops"] == 1 and stats["cache_errors"] is True
+        assert stats["totals"] == {"c1": {"2024-08": {"rows": 1, "cost": "2", "bodies": 1}}}
+
+
+@pytest.mark.parametrize("flag,cached", [("true", True), ("false", False), ("FALSE", False)])
+def test_cli_cache_errors_flag(tmp_path, flag, cached):
+    faults = '{"script": ["503_retry_after"], "retry_after_5xx": 0.01}'
+    with emulator_process(tmp_path, "--cache_errors", flag, "--faults", faults) as (url, _):
+        key = {"cloudzero-idempotency-key": "k"}
+        assert post_drop(url, body([row()]), **key).status_code == 503
+        assert post_drop(url, body([row()]), **key).status_code == (503 if cached else 200)
+        stats = requests.get(f"{url}/_emulator/stats", timeout=5).json()
+        assert stats["cache_errors"] is cached and stats["error_replays"] == int(cached)
+
+
+def test_cli_rejects_a_cache_errors_value_that_is_not_true_or_false():
+    result = subprocess.run(
+        [sys.executable, "-m", "anycost_emulator", "--port", "0", "--cache-errors", "maybe"],
+        cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        capture_output=True, text=True, timeout=10)
+    assert result.returncode == 2 and "expected true or false, got 'maybe'" in result.stderr
 
 
 def test_cli_without_key_exits_2(tmp_path):
@@ -894,3 +1144,67 @@ def test_cli_without_key_exits_2(tmp_path):
     assert result.returncode == 2
     assert "MISSING_KEY_VAR" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert result.stdout == ""
+
+
+def test_help_describes_every_option_the_control_endpoints_and_an_example():
+    result = subprocess.run([sys.executable, "-m", "anycost_emulator", "--help"], cwd=PROJECT_ROOT,
+                            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+                            capture_output=True, text=True, timeout=10)
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())  # argparse wraps lines to the terminal's width
+    actions = [a for a in cli.parser()._actions if a.dest != "help"]
+    assert {a.dest for a in actions} >= {"port", "mode", "faults", "cache_errors", "port_file"}
+    for action in actions:
+        assert action.option_strings[0] in text
+        assert f"{action.option_strings[0]} " in text and action.help
+    assert text.count("(default: ") == len(actions)
+    assert "(default: true)" in text and "(default: CLOUDZERO_API_KEY)" in text
+    for endpoint in ("stats", "configure", "reset", "forget_keys", "preload"):
+        assert f"/_emulator/{endpoint}" in text
+    for spec in dataclasses.fields(FaultConfig):
+        assert spec.name in text
+    for name in ("5xx", "503_retry_after", "front_5xx", "429", "slow", "drop_after_apply"):
+        assert f" {name}" in text
+    assert "example:" in text and "python -m anycost_emulator --port 8787" in text
+
+
+def test_stats_module_prints_a_running_emulators_totals(emu, client):
+    client.create(body([row(cost="2.50")]))
+    assert client.create(body([row("2024-09-01T00:00:00Z", cost="1")], month="2024-09"),
+                         conn="c2").status_code == 200
+    result = subprocess.run([sys.executable, "-m", "anycost_emulator.stats", emu.url],
+                            cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+                            capture_output=True, text=True, timeout=10)
+    assert result.returncode == 0, result.stderr
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert lines[0] == ["stream", "month", "rows", "drops", "cost"]
+    assert lines[1:3] == [["c1", "2024-08", "1", "1", "2.50"], ["c2", "2024-09", "1", "1", "1"]]
+    assert lines[3] == ["concurrency", "violations:", "0"]
+
+
+def test_requests_leave_no_access_log_on_the_terminal(emu, client, capsys):
+    client.create(body([row()]))
+    client.list()
+    requests.get(f"{emu.url}/_emulator/stats", timeout=5)
+    assert capsys.readouterr() == ("", "")
+
+
+def _imports(module_path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(module_path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("module", ["rules", "store", "faults", "keys", "wire", "jsoncodec"])
+def test_the_rules_the_store_and_the_faults_need_no_http(module):
+    """One job per module: the CBF rules, the stored data, the key cache and the fault draws
+    are usable (and testable) without the HTTP server or the emulator around them."""
+    imported = _imports(PROJECT_ROOT / "anycost_emulator" / f"{module}.py")
+    assert imported, "the module imports something (the check reads the right file)"
+    forbidden = {"http.server", "socket", "socketserver",
+                 "anycost_emulator.server", "anycost_emulator.emulator", "anycost_emulator.cli"}
+    assert not imported & forbidden

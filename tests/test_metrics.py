@@ -26,7 +26,7 @@ def test_counters_and_distributions(monkeypatch, tmp_path):
     rows = [["c1", f"2024-08-01T{h:02d}:00:00Z", f"{h}.5", f"r{h}"] for h in range(24)]
     rows.append(["c1", "yesterday", "1", "r"])
     path = write_csv(str(tmp_path / "in.csv"), ["connection_id", "time/usage_start", "cost/cost", "resource/id"], rows)
-    with Emulator(api_key=TEST_KEY, faults=FaultConfig(script=["5xx", "429"])) as emu:
+    with Emulator(api_key=TEST_KEY, faults=FaultConfig(script=["5xx", "429"]), cache_errors=False) as emu:
         config = RunConfig(inputs=(path,), stream_column="connection_id", api_url=emu.url, max_body_bytes=1500,
                            max_rejected_rows=1)
         p = beam.Pipeline(runner=FnApiRunner(), options=PipelineOptions(["--direct_running_mode=in_memory"]))

@@ -36,7 +36,7 @@ def test_transient_faults_never_lose_or_double_count(key, tmp_path, capsys):
     path, expected = _input(tmp_path)
     faults = FaultConfig(rate_5xx=0.15, retry_after_5xx=None, rate_429=0.10, retry_after_429=0.01,
                          rate_drop_after_apply=0.10)
-    with Emulator(api_key=TEST_KEY, faults=faults, seed=7) as emu:
+    with Emulator(api_key=TEST_KEY, faults=faults, seed=7, cache_errors=False) as emu:
         code, report, printed = run_cli(_args(emu, path, tmp_path, "--max_attempts", "20"), capsys)
         assert code == 0, printed
         assert emulator_totals(emu) == expected
@@ -52,7 +52,7 @@ def test_transient_faults_never_lose_or_double_count(key, tmp_path, capsys):
 def test_retry_after_is_honoured_for_503_and_429(key, tmp_path, capsys):
     path, expected = _input(tmp_path, connections=1, rows_per=10)
     faults = FaultConfig(script=["503_retry_after", "429"], retry_after_5xx=0.4, retry_after_429=0.3)
-    with Emulator(api_key=TEST_KEY, faults=faults) as emu:
+    with Emulator(api_key=TEST_KEY, faults=faults, cache_errors=False) as emu:
         code, _, printed = run_cli(_args(emu, path, tmp_path), capsys)
         assert code == 0, printed
         first, second, third = emu.requests[:3]
