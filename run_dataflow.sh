@@ -113,10 +113,10 @@ for arg in "${cmd[@]}"; do
   fi
   flag="${arg%%=*}"
   case "${flag,,}" in
-    --api_key|--apikey|--key|--cloudzero_api_key)
+    --api_key|--api-key|--apikey|--key|--cloudzero_api_key|--cloudzero-api-key)
       die "refusing to launch: the API key is never a flag; keep it in Secret Manager and set API_KEY_SECRET" ;;
-    --api_key_env)
-      die "--api_key_env cannot be used here: Dataflow workers read the key from API_KEY_SECRET" ;;
+    --api_key_env|--api-key-env)
+      die "--api_key_env cannot be used here: on Dataflow the key is read from Secret Manager (API_KEY_SECRET)" ;;
   esac
 done
 

@@ -37,7 +37,7 @@ def from_env(name):
     value = os.environ.get(name, "").strip()
     if not value:
         raise ApiKeyError(f"the environment variable {name} (named by --api_key_env) is not set "
-                          "or empty on the worker")
+                          "or empty where the pipeline runs")
     return ApiKey(value)
 
 
@@ -46,7 +46,7 @@ def default_secret_client():
     try:
         from google.cloud import secretmanager  # pylint: disable=import-outside-toplevel
     except ImportError:
-        raise ApiKeyError("--api_key_secret needs google-cloud-secret-manager on the workers: "
+        raise ApiKeyError("--api_key_secret needs google-cloud-secret-manager where the pipeline runs: "
                           "install the connector with `pip install .[gcp]`") from None
     return secretmanager.SecretManagerServiceClient()
 

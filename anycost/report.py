@@ -62,7 +62,7 @@ def _month_status(entry, gate):
 
 
 def build(config, stats, summaries, results, dead_letter_files=(), file_errors=(), verifications=(),
-          input_rules=None):
+          input_rules=None, reject_reasons=()):
     """The report as a JSON-able dict; `ok` says whether the run did everything it should."""
     rows_read, rows_rejected, file_error_count = stats
     gate = gate_reason(stats, summaries, config)
@@ -109,6 +109,7 @@ def build(config, stats, summaries, results, dead_letter_files=(), file_errors=(
         "max_rejected_rows": config.max_rejected_rows,
         "file_errors": list(file_errors),
         "dead_letter_files": sorted(dead_letter_files),
+        "reject_reasons": list(reject_reasons),
         "blocked": gate,
         "bodies_planned": sum(s.body_count for s in summaries),
         "bodies_sent": len(delivered),
@@ -139,6 +140,22 @@ def _month_check(config):
 
 def exit_code(report):
     return 0 if report["ok"] else 1
+
+
+def _reasons(reasons):
+    """The most frequent reasons rows were rejected, each with a count and one example."""
+    if not reasons:
+        return []
+    lines = ["most frequent reasons rows were rejected:"]
+    width = max(len(f"{entry['count']:,}") for entry in reasons)
+    for entry in reasons:
+        lines.append(f"  {entry['count']:>{width},}  {entry['reason']}")
+        example = entry.get("example")
+        if example:
+            where = f"{example['file']} row {example['row']}"
+            value = f": {example['column']} = {example['value']!r}" if example.get("column") else ""
+            lines.append(f"  {'':>{width}}  e.g. {where}{value}")
+    return lines
 
 
 def render(report):
@@ -177,6 +194,7 @@ def render(report):
     if report.get("input_rules"):
         lines.append("input rules applied: " + ", ".join(f"{k} {v:,}" for k, v in report["input_rules"].items()))
     if report["rows_rejected"]:
+        lines.extend(_reasons(report.get("reject_reasons") or []))
         files = ", ".join(report["dead_letter_files"]) or "(no dead-letter files were written)"
         lines.append(f"rejected rows are in: {files}")
     if report.get("bodies_moved_to_a_new_key"):

@@ -18,16 +18,17 @@ from apache_beam.io.filesystems import FileSystems
 from anycost import report as run_report
 from transforms.bounded import WriteBounded
 from transforms.read import FILE_ERRORS, REJECTS, RULES, STATS, ReadCbf, SumCounts, SumTuples
+from transforms.reasons import CountRejectReasons
 
 LOG = logging.getLogger("cloudzero")
 
 
 def write_report(_, config, report_target, log_report, stats, summaries, results, dead_letters, file_errors,
-                 input_rules=None):
+                 input_rules=None, reasons=()):
     bodies = [r for r in results if not isinstance(r, dict)]
     verifications = [r for r in results if isinstance(r, dict)]
     report = run_report.build(config, stats, summaries, bodies, dead_letters, file_errors, verifications,
-                              input_rules)
+                              input_rules, reject_reasons=reasons)
     with FileSystems.create(report_target) as handle:
         handle.write(json.dumps(report, indent=2, sort_keys=False).encode())
     if log_report:  # on Dataflow, the workers' log is where the summary shows up
@@ -50,6 +51,7 @@ def build(p, config, splits, dead_letter_prefix, report_target, log_report=True)
                         dead_letter_prefix, file_name_suffix=".jsonl", skip_if_empty=True))
     stats = read[STATS] | "CountRows" >> beam.CombineGlobally(SumTuples(3))
     input_rules = read[RULES] | "CountInputRules" >> beam.CombineGlobally(SumCounts())
+    reasons = read[REJECTS] | "CountRejectReasons" >> CountRejectReasons()
     written = ({"chunks": read["chunks"],
                 "rejected_counts": stats | "Rejected" >> beam.Map(lambda counts: counts[1]),
                 "holds": stats | "FileErrorHold" >> beam.FlatMap(lambda counts: file_error_holds(counts[2]))}
@@ -61,4 +63,4 @@ def build(p, config, splits, dead_letter_prefix, report_target, log_report=True)
                                    beam.pvalue.AsSingleton(stats), beam.pvalue.AsList(written.summaries),
                                    beam.pvalue.AsList(written.results), beam.pvalue.AsList(dead_letters),
                                    beam.pvalue.AsList(read[FILE_ERRORS]),
-                                   beam.pvalue.AsSingleton(input_rules)))
+                                   beam.pvalue.AsSingleton(input_rules), beam.pvalue.AsSingleton(reasons)))

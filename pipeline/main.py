@@ -3,8 +3,8 @@
 Exit status: 0 when every body was accepted and rejected rows are within the limit;
 1 when the run finished with failures; 2 for a usage error (one line saying why);
 3 when the input cannot be planned (no file matches, unknown column, unreadable file).
-Flags this program does not know go to Beam's PipelineOptions untouched, so it works as the
-`py_file` of Airflow's BeamRunPythonPipelineOperator.
+Beam's own pipeline options go to Beam's PipelineOptions untouched, so it works as the
+`py_file` of Airflow's BeamRunPythonPipelineOperator; a flag neither knows is refused.
 """
 import argparse
 import dataclasses
@@ -12,14 +12,15 @@ import datetime as dt
 import json
 import logging
 import os
+import secrets
 import sys
-import tempfile
 
 from anycost import api_key, cbf
 from anycost import config as run_config
 from anycost import files, sources
 from anycost import report as run_report
 from anycost.client import url_problem
+from pipeline import flags
 
 LOG = logging.getLogger("cloudzero")
 USAGE_ERROR, INPUT_ERROR = 2, 3
@@ -71,8 +72,11 @@ def _currency(text):
 
 def build_parser():
     parser = _Parser(prog="python -m pipeline", description=(
-        "Upload Common Bill Format files (CSV, CSV.gz, Parquet) to CloudZero AnyCost Stream. "
-        "Unknown flags are passed to Apache Beam."), allow_abbrev=False)
+        "Upload Common Bill Format files (CSV, CSV.gz, Parquet) to CloudZero AnyCost Stream.\n\n"
+        "Apache Beam's pipeline options (--runner, --direct_num_workers, --project, --labels, ...)\n"
+        "are passed to Beam; any other flag is refused. Every flag works as --flag value and\n"
+        "--flag=value, and with hyphens: --dry-run, --report-path FILE."), allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=flags.EPILOG)
     add = parser.add_argument
     add("--input", action="append", required=True, metavar="PATTERN",
         help="glob over any Beam filesystem (local, gs://); repeat for more")
@@ -116,16 +120,23 @@ def build_parser():
     add("--currency", type=_currency, default="USD", help="FOCUS rows in another BillingCurrency are rejected")
     add("--wait", dest="wait", action=argparse.BooleanOptionalAction, default=None,
         help="wait for the job and print its report (default: yes, except as a Flex Template)")
+    flags.describe(parser)
     return parser
 
 
 def parse(argv):
     """Our flags as a RunConfig, plus the flags for Beam; raises UsageError with one line."""
-    args, beam_args = build_parser().parse_known_args(argv)
+    parser = build_parser()
+    ours = flags.option_names(parser)
+    args, beam_args = parser.parse_known_args(flags.with_underscores(argv, ours))
     for flag in beam_args:
-        if flag.split("=", 1)[0].lstrip("-").lower() in ("api_key", "apikey", "key"):
+        if flag.split("=", 1)[0].lstrip("-").lower().replace("-", "_") in ("api_key", "apikey", "key"):
             raise UsageError("the API key is never a flag: put it in the variable --api_key_env names, "
                              "or in Secret Manager (--api_key_secret)")
+    try:
+        flags.refuse_unknown(beam_args, ours)
+    except flags.FlagError as err:
+        raise UsageError(str(err)) from None
     if args.connection_id is not None and not cbf.is_valid_connection_id(args.connection_id):
         raise UsageError(f"--connection_id {args.connection_id!r} is not allowed ({cbf.CONNECTION_ID_RULE})")
     if not 1000 <= args.max_body_bytes <= cbf.MAX_BODY_BYTES:
@@ -178,23 +189,60 @@ def _runner(name):
 
 
 def _run_id():
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    """Sorts by start time; the suffix keeps two runs started in the same second apart."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
 def _locations(config, options, local):
-    """Where the dead letter and the report go when the flags do not say."""
+    """Where the dead letter and the report go when the flags do not say: one folder per run,
+    ./cloudzero-runs/<run id>/ on a local run, <temp_location>/<run id>/ elsewhere."""
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import GoogleCloudOptions
-    run_id = _run_id()
     temp = options.view_as(GoogleCloudOptions).temp_location
     base = os.path.abspath("cloudzero-runs") if local else temp
     if not base:
         raise UsageError("give --dead_letter_path and --report_path, or --temp_location, on this runner")
-    dead_letter = config.dead_letter_path or FileSystems.join(base, run_id, "rejected")
-    report_target = config.report_path or (
-        os.path.join(tempfile.mkdtemp(prefix="cloudzero-report-"), "report.json") if local
-        else FileSystems.join(base, run_id, "report.json"))
-    return dead_letter, report_target
+    run_folder = FileSystems.join(base, _run_id())
+    dead_letter = config.dead_letter_path or FileSystems.join(run_folder, "rejected")
+    report_target = config.report_path or FileSystems.join(run_folder, "report.json")
+    return dead_letter, report_target, run_folder
+
+
+def _log_labels(options):
+    """Orchestrators label jobs (Airflow adds airflow-version): show what reached the pipeline."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+    labels = options.view_as(GoogleCloudOptions).labels
+    if labels:
+        LOG.info("labels: %s", ", ".join(labels))
+
+
+def _remove_if_empty(run_folder):
+    """A local run leaves its folder (and ./cloudzero-runs) behind only when something is in it."""
+    for folder in (run_folder, os.path.dirname(run_folder)):
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty, or never made
+            return
+
+
+def _shown(folder):
+    """The default run folder as a person finds it: relative when under the current folder."""
+    if "://" in folder:
+        return folder
+    relative = os.path.relpath(folder)
+    return folder if relative.startswith("..") else os.path.join(".", relative)
+
+
+def _where_outputs_are(report, report_target, run_folder):
+    """The run's last line: where to look."""
+    written = [report_target, *report["dead_letter_files"]]
+    if all(path.startswith(run_folder + "/") for path in written):
+        names = ", ".join(path[len(run_folder) + 1:] for path in written)
+        return f"outputs: {_shown(run_folder)}/ ({names})"
+    line = f"report: {report_target}"
+    if report["dead_letter_files"]:
+        line += "; rejected rows: " + ", ".join(report["dead_letter_files"])
+    return line
 
 
 def run(argv=None):
@@ -216,9 +264,10 @@ def run(argv=None):
     planned = files.plan(config.inputs, config.normalise_settings())
     splits = planned.splits
     config = dataclasses.replace(config, dropped_columns=planned.dropped_columns, input_warnings=planned.warnings)
-    dead_letter, report_target = _locations(config, options, local)
-    LOG.info("reading %d split(s) from %d pattern(s); report: %s; rejected rows: %s*",
-             len(splits), len(config.inputs), report_target, dead_letter)
+    dead_letter, report_target, run_folder = _locations(config, options, local)
+    _log_labels(options)
+    LOG.info("reading %d file(s) matched by %d pattern(s); report: %s; rejected rows: %s*",
+             len({split.path for split in splits}), len(config.inputs), report_target, dead_letter)
 
     p = beam.Pipeline(runner=_runner(runner_name), options=options)
     graph.build(p, config, splits, dead_letter, report_target, log_report=not (local and wait))
@@ -231,13 +280,18 @@ def run(argv=None):
         with FileSystems.open(report_target) as handle:
             report = json.loads(handle.read())
     except Exception as err:  # the job itself broke: say so in one line, keep the detail in the log
+        if local:
+            _remove_if_empty(run_folder)
         LOG.debug("the Beam job failed", exc_info=True)
         raise JobFailed(f"the Beam job did not finish ({type(err).__name__}: "
                         f"{str(err).strip().splitlines()[0][:300] if str(err).strip() else ''}); "
                         "set CLOUDZERO_LOG_LEVEL=DEBUG for the full traceback. With --state_path, "
                         "a rerun resumes where it stopped") from None
     LOG.debug("job state: %s", state)
+    if local:
+        _remove_if_empty(run_folder)
     print(run_report.render(report), flush=True)
+    print(_where_outputs_are(report, report_target, run_folder), flush=True)
     return run_report.exit_code(report)
 
 

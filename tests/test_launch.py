@@ -1,8 +1,13 @@
-"""How the program launches a job: as a Flex Template it submits and returns, never waits."""
+"""How the program launches: flags (unknown ones refused, hyphen forms, Beam's own options),
+--help, where the outputs go, and as a Flex Template it submits and returns, never waits."""
+import argparse
+import json
+
+import pytest
 from apache_beam.runners.runner import PipelineResult, PipelineRunner, PipelineState
 
 from pipeline import main as cli
-from tests.support import TEST_KEY, write_csv
+from tests.support import PINNED_RUNNER, TEST_KEY, run_cli, write_csv
 
 
 class SubmitOnly(PipelineRunner):
@@ -43,3 +48,157 @@ def test_no_wait_is_honoured_on_any_runner(monkeypatch, tmp_path):
     code = cli.main(["--input", path, "--connection_id", "c1", "--no-wait", f"--report_path={tmp_path}/r.json",
                      f"--dead_letter_path={tmp_path}/dead"])
     assert code == 0 and len(runner.submitted) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# No silent mistakes with flags
+# ---------------------------------------------------------------------------------------------
+
+HEADER = ["time/usage_start", "cost/cost"]
+
+
+def one_row_input(tmp_path, rows=(["2024-08-01T00:00:00Z", "1.25"],)):
+    return write_csv(str(tmp_path / "in.csv"), HEADER, list(rows))
+
+
+@pytest.mark.parametrize("flag, suggestion", [
+    (["--dryrun"], "--dry_run"),
+    (["--dryrun=true"], "--dry_run"),
+    (["--max_rejected_row", "5"], "--max_rejected_rows"),
+    (["--direct_num_worker=2"], "--direct_num_workers"),  # a misspelt Beam option
+    (["--direct_num_worker", "2"], "--direct_num_workers"),
+    (["--temp-location=/tmp/x"], "--temp_location"),  # Beam's own options have no hyphen form
+])
+def test_an_unknown_flag_stops_the_run_naming_it_and_the_closest_flag(emulator, tmp_path, capsys, flag, suggestion):
+    code, report, printed = run_cli(["--input", one_row_input(tmp_path), "--connection_id", "c1",
+                                     f"--api_url={emulator.url}", f"--report_path={tmp_path}/r.json", *flag],
+                                    capsys)
+    assert code == 2 and report is None
+    (line,) = printed.strip().splitlines()
+    assert line.startswith(f"error: unknown flag {flag[0].split('=')[0]}; did you mean {suggestion}?")
+    assert emulator.requests == [] and emulator.totals() == {}  # nothing uploaded
+
+
+def test_the_key_is_never_a_flag_in_either_form():
+    for flag in ("--api_key=k", "--api-key=k", "--apikey=k"):
+        with pytest.raises(cli.UsageError, match="the API key is never a flag"):
+            cli.parse(["--input=x.csv", "--connection_id=c1", flag])
+
+
+def test_a_portable_runner_keeps_the_options_its_job_server_knows():
+    _, beam_args, _ = cli.parse(["--input=x.csv", "--connection_id=c1", "--runner=FlinkRunner",
+                                 "--flink_only_option=3"])
+    assert beam_args == ["--runner=FlinkRunner", "--flink_only_option=3"]
+
+
+def test_a_stray_argument_is_refused_with_the_quoting_hint(tmp_path, capsys):
+    second = one_row_input(tmp_path)
+    code, _, printed = run_cli(["--input", second, second, "--connection_id", "c1", "--dry_run",
+                                f"--output_dir={tmp_path}/out"], capsys)
+    assert code == 2
+    assert f"unexpected argument {second!r}" in printed and "quote a glob" in printed
+
+
+def test_hyphen_forms_of_the_connector_flags_work(emulator, tmp_path, capsys):
+    out = tmp_path / "bodies"
+    code, report, printed = run_cli(["--input", one_row_input(tmp_path), "--connection-id", "c1",
+                                     "--dry-run", "--output-dir", str(out), f"--report_path={tmp_path}/r.json"],
+                                    capsys)
+    assert code == 0, printed
+    assert report["mode"] == "dry_run" and len(list(out.rglob("*.json"))) == 1
+    assert emulator.requests == []  # a dry run: nothing posted
+
+
+def test_report_path_and_max_rejected_rows_in_hyphen_form_are_honoured(emulator, tmp_path, capsys):
+    path = one_row_input(tmp_path, [["2024-08-01T00:00:00Z", "1.25"], ["2024-08-01T00:00:00Z", "oops"]])
+    report_path = tmp_path / "chosen" / "report.json"
+    code, _, printed = run_cli(["--input", path, "--connection_id", "c1", f"--api_url={emulator.url}",
+                                "--report-path", str(report_path), "--max-rejected-rows", "5",
+                                f"--dead-letter-path={tmp_path}/dead/rejected"], capsys)
+    assert code == 0, printed
+    report = json.loads(report_path.read_text())
+    assert report["max_rejected_rows"] == 5 and report["rows_rejected"] == 1 and report["bodies_sent"] == 1
+    assert [p.name for p in (tmp_path / "dead").iterdir()] == ["rejected-00000-of-00001.jsonl"]
+
+
+def test_beam_options_and_airflow_labels_still_pass(emulator, tmp_path, capsys):
+    code, report, printed = run_cli(["--input", one_row_input(tmp_path), "--connection_id", "c1",
+                                     f"--api_url={emulator.url}", f"--report_path={tmp_path}/r.json",
+                                     "--labels=a=b", "--labels", "airflow-version=v3-3-2",
+                                     "--job_name=cloudzero-1", "--save_main_session", "--experiments=x"], capsys)
+    assert code == 0, printed
+    assert report["bodies_sent"] == 1 and "unknown flag" not in printed
+
+
+def test_beam_options_keep_their_meaning():
+    config, beam_args, _ = cli.parse(["--input=x.csv", "--connection_id=c1", "--labels=a=b", "--labels", "c=d",
+                                      "--direct_num_workers", "2", "--dry-run=false"])
+    from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions
+    options = PipelineOptions(beam_args)
+    assert options.view_as(GoogleCloudOptions).labels == ["a=b", "c=d"]
+    assert options.view_as(DirectOptions).direct_num_workers == 2
+    assert config.mode == "send"
+
+
+def test_a_bad_value_for_a_beam_option_is_one_line(capsys):
+    assert cli.main(["--input=x.csv", "--connection_id=c1", "--direct_num_workers=many"]) == 2
+    assert capsys.readouterr().err.strip() == "error: argument --direct_num_workers: invalid int value: 'many'"
+
+
+def test_help_shows_defaults_exit_statuses_and_an_example(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines at the terminal width
+    for expected in ("(default: https://api.cloudzero.com)", "(default: sum)", "(default: 5000000)",
+                     "(default: 0)", "(default: false)", "(default: 8)", "(default: 90.0)",
+                     "(default: ./cloudzero-runs/<run id>/report.json)", "--dry_run [true|false]",
+                     "exit status:", "0 every body was accepted", "2 usage error", "3 the input cannot be planned",
+                     "example: CLOUDZERO_API_KEY=... python -m pipeline --input", "--dry-run"):
+        assert expected in text, expected
+    for action in cli.build_parser()._actions:
+        if action.option_strings and action.default not in (None, argparse.SUPPRESS):
+            assert "default" in action.help, action.option_strings
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs where a person looks
+# ---------------------------------------------------------------------------------------------
+
+def run_here(args, folder, monkeypatch):
+    monkeypatch.chdir(folder)
+    return cli.main(list(args) + PINNED_RUNNER)
+
+
+def test_by_default_the_report_and_rejected_rows_go_to_one_folder_per_run(emulator, tmp_path, monkeypatch, capsys):
+    path = one_row_input(tmp_path, [["2024-08-01T00:00:00Z", "1.25"], ["2024-08-01T00:00:00Z", "oops"]])
+    work = tmp_path / "work"
+    work.mkdir()
+    assert run_here(["--input", path, "--connection_id", "c1", f"--api_url={emulator.url}",
+                     "--max_rejected_rows=1"], work, monkeypatch) == 0
+    (run_folder,) = (work / "cloudzero-runs").iterdir()
+    assert sorted(p.name for p in run_folder.iterdir()) == ["rejected-00000-of-00001.jsonl", "report.json"]
+    report = json.loads((run_folder / "report.json").read_text())
+    assert report["dead_letter_files"] == [str(run_folder / "rejected-00000-of-00001.jsonl")]
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == f"outputs: ./cloudzero-runs/{run_folder.name}/ (report.json, rejected-00000-of-00001.jsonl)"
+    assert not list(tmp_path.glob("cloudzero-report-*"))
+
+    assert run_here(["--input", path, "--connection_id", "c1", f"--api_url={emulator.url}",
+                     "--max_rejected_rows=1"], work, monkeypatch) == 0
+    assert len(list((work / "cloudzero-runs").iterdir())) == 2  # a second run: a second folder
+
+
+def test_nothing_is_left_behind_where_nothing_was_written(emulator, tmp_path, monkeypatch, capsys):
+    work = tmp_path / "work"
+    work.mkdir()
+    report_path = tmp_path / "r.json"
+    assert run_here(["--input", one_row_input(tmp_path), "--connection_id", "c1", f"--api_url={emulator.url}",
+                     f"--report_path={report_path}"], work, monkeypatch) == 0
+    assert list(work.iterdir()) == []  # no rejects, report elsewhere: no empty run folder
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"report: {report_path}"
+    assert run_here(["--input", str(tmp_path / "missing*.csv"), "--connection_id", "c1",
+                     f"--api_url={emulator.url}"], work, monkeypatch) == 3
+    assert run_here(["--input", one_row_input(tmp_path), "--connection_id", "c1", "--dryrun"],
+                    work, monkeypatch) == 2
+    assert list(work.iterdir()) == []

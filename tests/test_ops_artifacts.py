@@ -2,8 +2,10 @@
 that Dataflow workers install, and where the API key may come from.
 
 Fast and offline: nothing is launched on Google Cloud, the script runs in --print mode or
-with a stand-in interpreter, Secret Manager is a fake client, and the DAG file is only
-compiled and read with `ast` (Airflow is not installed here).
+with a stand-in interpreter, Secret Manager is a fake client, and the DAG files are only
+compiled and read with `ast` (Airflow is not installed here). How the real Beam operator turns
+pipeline_options into flags is checked with the real provider by scripts/airflow_check.sh,
+which CI runs, not re-implemented here.
 """
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ SCRIPT = REPO / "run_dataflow.sh"
 METADATA = REPO / "flex_template" / "metadata.json"
 DOCKERFILE = REPO / "flex_template" / "Dockerfile"
 DAG_FILE = REPO / "examples" / "airflow_dag.py"
+LOCAL_DAG_FILE = REPO / "examples" / "airflow_local_dag.py"
+AIRFLOW_CHECK = REPO / "scripts" / "airflow_check.sh"
 
 FAKE_KEY = "cz-fake-key-8d1f0c7e55aa"
 SECRET = "projects/my-project/secrets/cloudzero-api-key/versions/3"
@@ -180,7 +184,9 @@ def test_a_key_pasted_into_api_key_secret_is_refused_and_not_echoed(tmp_path):
     ["--test_namespace", FAKE_KEY],
     [f"--labels=k={FAKE_KEY}"],
     ["--api_key=whatever"],
+    ["--api-key=whatever"],  # the hyphen forms the pipeline also accepts
     ["--api_key_env", "CLOUDZERO_API_KEY"],
+    ["--api-key-env", "CLOUDZERO_API_KEY"],
 ])
 def test_the_key_is_never_passed_as_a_flag(tmp_path, extra):
     result = run_script(["--print", *extra], script_env(), cwd=tmp_path)
@@ -385,33 +391,6 @@ def test_dag_beam_operator_runs_the_pipeline_on_dataflow(dag_tree, params):
     assert not {k for k in keys if "key" in k} - {"api_key_secret"}
 
 
-def test_dag_beam_options_parse_as_airflow_passes_them(dag_tree):
-    """Airflow turns pipeline_options into --key=value, True into --key, labels into --labels=k=v."""
-    (call,) = operator_calls(dag_tree, "BeamRunPythonPipelineOperator")
-    options = keyword(call, "pipeline_options")
-    argv = ["--runner=DataflowRunner", "--project=p", "--region=r", "--job_name=cloudzero-anycost-1a2b"]
-    for key, value in zip(dict_keys(options), options.values):
-        if isinstance(value, ast.Constant) and value.value is True:
-            argv.append(f"--{key}")
-        elif key == "labels":
-            argv += ["--labels=app=cloudzero-anycost", "--labels=airflow-version=v2-10-5"]
-        elif key == "input":
-            argv.append("--input=gs://b/cbf/2024-09/*.csv")
-        elif key == "api_key_secret":
-            argv.append(f"--api_key_secret={SECRET}")
-        elif key == "connection_id":
-            argv.append("--connection_id=conn-1")
-        elif key == "operation":
-            argv.append(f"--operation={value.value}")
-        else:
-            argv.append(f"--{key}=gs://b/some/path")
-    config, beam_args, wait = cli.parse(argv)
-    assert config.api_key_secret == SECRET
-    assert "--labels=airflow-version=v2-10-5" in beam_args
-    assert "--runner=DataflowRunner" in beam_args
-    assert wait is False  # no-wait: the operator's Dataflow hook follows the job
-
-
 def test_dag_flex_template_operator_uses_the_template_parameters(dag_tree, params):
     (call,) = operator_calls(dag_tree, "DataflowStartFlexTemplateOperator")
     launch = dict_value(keyword(call, "body"), "launchParameter")
@@ -420,6 +399,40 @@ def test_dag_flex_template_operator_uses_the_template_parameters(dag_tree, param
     assert {"input", "connection_id", "api_key_secret"} <= set(parameters)
     assert set(parameters) <= set(params), "every parameter must be in metadata.json"
     keyword(call, "location")
+
+
+@pytest.fixture(scope="module")
+def local_dag_tree(tmp_path_factory):
+    compiled = tmp_path_factory.mktemp("dag") / "airflow_local_dag.pyc"
+    py_compile.compile(str(LOCAL_DAG_FILE), cfile=str(compiled), doraise=True)
+    return ast.parse(LOCAL_DAG_FILE.read_text())
+
+
+def test_local_dag_runs_the_pipeline_with_the_project_python_and_checks_the_report(local_dag_tree):
+    (call,) = operator_calls(local_dag_tree, "BeamRunPythonPipelineOperator")
+    assert keyword(call, "runner").value == "DirectRunner"
+    assert "py_requirements" not in [kw.arg for kw in call.keywords]  # no virtualenv per run
+    assert ast.unparse(keyword(call, "py_interpreter")) == "PYTHON"
+    assert "REPO / '.venv' / 'bin' / 'python'" in ast.unparse(next(node for node in local_dag_tree.body if isinstance(node, ast.Assign)
+                                         and node.targets[0].id == "PYTHON"))
+    options = keyword(call, "pipeline_options")
+    assert {"input", "stream_column", "api_url", "report_path", "dead_letter_path", "labels"} <= set(dict_keys(options))
+    assert not [k for k in dict_keys(options) if "key" in k]
+    # the check runs even when the upload failed, so its log says why the DAG run failed
+    (check,) = [node for node in local_dag_tree.body if isinstance(node, ast.FunctionDef) and node.name == "check_report"]
+    (decorator,) = check.decorator_list
+    assert ast.unparse(decorator) == "task(trigger_rule='all_done')"
+    assert "report.get('ok') is not True" in ast.unparse(check)
+
+
+def test_ci_runs_the_airflow_check_between_the_suite_and_the_local_run():
+    lines = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line.startswith("./")]
+    assert lines == ["./run_tests.sh", "./scripts/airflow_check.sh", "./run_local.sh"]
+    text = AIRFLOW_CHECK.read_text()
+    assert os.access(AIRFLOW_CHECK, os.X_OK) and "set -euo pipefail" in text
+    for pinned in ("apache-airflow==3.", "apache-airflow-providers-apache-beam==", "apache-airflow-providers-google=="):
+        assert pinned in text, pinned
+    assert ".venv-airflow" in (REPO / ".gitignore").read_text()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,12 +1,12 @@
 """ReadCbf: file splits in, serialised row chunks out, with bad rows to the dead letter."""
+import collections
+import logging
 import typing
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-import collections
-
-from anycost import files, normalise, readers, sources
+from anycost import files, normalise, progress, readers, sources
 
 REJECTS, STATS, FILE_ERRORS = "rejects", "stats", "file_errors"
 RULES = "input_rules"  # {rule: rows} counts of the input rules applied (FOCUS, tag keys)
@@ -21,10 +21,14 @@ class ReadAndNormalise(beam.DoFn):
     broke part-way (`file_errors`). Nothing here is per row in Python.
     """
 
-    def __init__(self, settings: normalise.Settings):
+    def __init__(self, settings: normalise.Settings, parts_per_file=None):
         self._settings = settings
+        self._parts_per_file = parts_per_file or {}
         self._rows_read = Metrics.counter("cloudzero", "rows_read")
         self._rows_rejected = Metrics.counter("cloudzero", "rows_rejected")
+
+    def setup(self):
+        self._progress = progress.ReadProgress(self._parts_per_file, logging.getLogger("cloudzero").info)
 
     def process(self, split: files.FileSplit):
         rows_read = rejected = 0
@@ -43,6 +47,7 @@ class ReadAndNormalise(beam.DoFn):
                         yield beam.pvalue.TaggedOutput(REJECTS, normalise.dumps_reject(record))
                     rows_read += result.rows_in + len(text.rejects)
                     rejected += len(bad)
+                    self._progress.rows(result.rows_in + len(text.rejects))
         except Exception as err:  # pylint: disable=broad-except
             # Whatever stops a file part-way, its rows are incomplete: report it and let the
             # gate hold every POST back, instead of failing the job with a traceback.
@@ -50,11 +55,12 @@ class ReadAndNormalise(beam.DoFn):
                 message = str(err)
             else:
                 message = f"{split.path}: could not be read: {type(err).__name__}: {str(err)[:300]}"
-            message += f" (after {rows_read} rows of this split)"
+            message += f" (after {rows_read} rows of this part of the file)"
             yield beam.pvalue.TaggedOutput(FILE_ERRORS, message)
             yield beam.pvalue.TaggedOutput(STATS, (0, 0, 1))
         self._rows_read.inc(rows_read)
         self._rows_rejected.inc(rejected)
+        self._progress.part_done(split.path, rows_read, rejected)
         if rules:
             yield beam.pvalue.TaggedOutput(RULES, dict(rules))
         yield beam.pvalue.TaggedOutput(STATS, (rows_read, rejected, 0))
@@ -137,5 +143,6 @@ class ReadCbf(beam.PTransform):
         return (pbegin
                 | "Splits" >> beam.Create(self._splits)
                 | "Spread" >> beam.Reshuffle()
-                | "ReadAndValidate" >> beam.ParDo(ReadAndNormalise(self._settings)).with_outputs(
+                | "ReadAndValidate" >> beam.ParDo(ReadAndNormalise(
+                    self._settings, collections.Counter(split.path for split in self._splits))).with_outputs(
                     REJECTS, STATS, FILE_ERRORS, RULES, main="chunks"))

@@ -18,7 +18,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from anycost import api_key, config as run_config, delivery, normalise, packing
+from anycost import api_key, config as run_config, delivery, normalise, packing, progress
 from anycost.client import AnyCostClient
 from anycost.run_state import RunState
 
@@ -68,6 +68,7 @@ class SendConnections(beam.DoFn):
         self._pool = concurrent.futures.ThreadPoolExecutor(self._config.max_concurrent_streams,
                                                            thread_name_prefix="anycost-stream")
         self._state = RunState(self._config.state_path) if self._config.state_path else None
+        self._progress = progress.SendProgress(logging.getLogger("cloudzero").info)
 
     def start_bundle(self):
         self._pending = []
@@ -78,6 +79,8 @@ class SendConnections(beam.DoFn):
         months = collections.defaultdict(list)
         for month, chunk in month_chunks:
             months[month].append(chunk)
+        if not gate and self._config.mode != run_config.VERIFY_ONLY:
+            self._expect(connection_id, months)
         self._pending.append(self._pool.submit(self._send_connection, connection_id, months, gate))
 
     def finish_bundle(self):
@@ -101,6 +104,13 @@ class SendConnections(beam.DoFn):
 
     def teardown(self):
         self._pool.shutdown(wait=True)
+
+    def _expect(self, connection_id, months):
+        """Count the connection's bodies for the progress lines, from row lengths only."""
+        plans = [packing.plan_stream_month(connection_id, month, chunks, self._config.operation,
+                                           self._config.max_body_bytes, with_bodies=False)
+                 for month, chunks in months.items()]
+        self._progress.expect(sum(p.body_count for p in plans), sum(p.body_bytes for p in plans))
 
     def _bodies(self, connection_id, months, plans, held=None, refused=None):
         """Months ascending, bodies in order, built one month at a time (each month's chunks
@@ -128,6 +138,8 @@ class SendConnections(beam.DoFn):
         bodies = self._bodies(connection_id, months, plans)
         if gate:
             return [delivery.result_for(b, delivery.NOT_SENT, message=gate) for b in bodies]
+        if config.mode != run_config.VERIFY_ONLY:
+            bodies = self._progress.track(bodies)
         if config.mode == run_config.DRY_RUN:
             return [delivery.result_for(b, delivery.DRY_RUN, message=write_dry_run_body(config.output_dir, b))
                     for b in bodies]
@@ -151,7 +163,7 @@ class SendConnections(beam.DoFn):
                 if problem:
                     LOG.error("%s", problem)
                     return [delivery.result_for(b, delivery.FAILED, message=problem) for b in bodies]
-                bodies = self._bodies(connection_id, months, plans, held, refused)
+                bodies = self._progress.track(self._bodies(connection_id, months, plans, held, refused))
             results = sender.send(bodies) + refused
             if config.verify:
                 results += sender.verify(plans)
