@@ -24,7 +24,8 @@ class Chunk(NamedTuple):
     `rows` is the JSON of each row followed by a comma, concatenated, compressed with
     `codec` ("" for none); `json_rows()` gives them back. `lengths` is the byte length
     of each row (int32, native order). `order` sorts chunks back into input order after a
-    shuffle. `hours` (uint16 hour-of-month per row) is filled for replace_hourly.
+    shuffle; None means the rows have no source position (rows from a user's pipeline), and
+    `anycost.packing` then sorts the stream-month's rows canonically instead. `hours` (uint16 hour-of-month per row) is filled for replace_hourly.
     """
     order: tuple
     row_count: int
@@ -63,7 +64,8 @@ def group(rows, connection, month, cost, usage_start, order):
         size = int(counts[index])
         part = [a if a is None else a.slice(start, size) for a in (rows, cost, usage_start)]
         connection_id, month_text = key.split("|")
-        chunks.append(((connection_id, month_text), _chunk(order + (index,), *part)))
+        chunk_order = None if order is None else order + (index,)
+        chunks.append(((connection_id, month_text), _chunk(chunk_order, *part)))
         start += size
     return chunks
 

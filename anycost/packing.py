@@ -1,7 +1,8 @@
 """Pack a stream-month's serialised rows into request bodies.
 
 After the shuffle, the chunks of one (connection, month) come back in any order. They are
-sorted by their source position, checked against CloudZero's monthly limits, and cut into
+sorted by their source position (rows without one, from a user's pipeline, are sorted by
+their bytes instead), checked against CloudZero's monthly limits, and cut into
 bodies of at most `max_body_bytes` by cumulative byte length: no per-row Python objects,
 and the same input always gives byte-identical bodies and idempotency keys.
 No Beam, no HTTP.
@@ -11,6 +12,8 @@ import hashlib
 from typing import List, Optional
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from anycost import cbf, values
 from anycost.normalise import BODY_SUFFIX, body_prefix
@@ -67,7 +70,9 @@ def plan_stream_month(connection_id, month, chunks, operation, max_body_bytes,
     The layout needs only the chunks' row lengths (and hours), so the pipeline can plan
     every month from small metadata before the gate opens (`with_bodies=False`), then
     build the same bodies from the full chunks when sending."""
-    chunks = sorted(chunks, key=lambda chunk: chunk.order)
+    canonical = any(chunk.order is None for chunk in chunks)
+    if not canonical:
+        chunks = sorted(chunks, key=lambda chunk: chunk.order)
     lengths = np.concatenate([np.frombuffer(c.lengths, np.int32) for c in chunks]).astype(np.int64)
     row_count = int(len(lengths))
     row_bytes = int(lengths.sum()) - row_count  # without the separating commas
@@ -83,9 +88,15 @@ def plan_stream_month(connection_id, month, chunks, operation, max_body_bytes,
         return refuse(f"{row_bytes} bytes of rows: CloudZero holds at most "
                       f"{cbf.MAX_BYTES_PER_STREAM_MONTH:,} bytes per stream and month")
 
-    cuts, order = None, None
+    rows, hours = None, None
     if operation == "replace_hourly":
         hours = np.concatenate([np.frombuffer(c.hours, np.uint16) for c in chunks])
+    if canonical and with_bodies:
+        rows, permutation = canonical_order(b"".join(c.json_rows() for c in chunks), lengths)
+        lengths = lengths[permutation]
+        hours = None if hours is None else hours[permutation]
+    cuts, order = None, None
+    if operation == "replace_hourly":
         order = _hour_order(hours)
         if order is not None:
             hours = hours[order]
@@ -106,7 +117,8 @@ def plan_stream_month(connection_id, month, chunks, operation, max_body_bytes,
     if not with_bodies:
         return plan
 
-    rows = b"".join(c.json_rows() for c in chunks)
+    if rows is None:
+        rows = b"".join(c.json_rows() for c in chunks)
     if order is not None:
         rows, lengths = _reorder_rows(rows, lengths, order)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
@@ -117,6 +129,23 @@ def plan_stream_month(connection_id, month, chunks, operation, max_body_bytes,
         bodies.append(PlannedBody(connection_id, month, operation, seq, len(spans), end - start, body,
                                   idempotency_key(connection_id, month, operation, seq, body)))
     return dataclasses.replace(plan, bodies=bodies)
+
+
+def canonical_order(rows, lengths):
+    """Rows (each `{...},`, concatenated) sorted by their bytes: (sorted rows, permutation).
+
+    For rows with no source position, such as a user's pipeline gives, in any order and
+    bundling: sorted, the same rows give byte-identical bodies and keys. Every row's JSON
+    opens with `time/usage_start`, so the order is by time first, and each UTC hour is one
+    contiguous run, as replace_hourly needs. One Arrow sort and one gather."""
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    array = pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(lengths),
+                                             [None, pa.py_buffer(offsets), pa.py_buffer(rows)])
+    permutation = pc.sort_indices(array).to_numpy()
+    ordered = array.take(pa.array(permutation))
+    size = int(offsets[-1])
+    start = int(np.frombuffer(ordered.buffers()[1], np.int64, 1, ordered.offset)[0])
+    return memoryview(ordered.buffers()[2])[start:start + size], permutation
 
 
 def cut_bodies(lengths, room, cuts=None):
