@@ -21,6 +21,7 @@ def hour_windows(allowed_lateness_seconds, accumulation_mode):
         allowed_lateness=Duration(seconds=allowed_lateness_seconds))
 
 
+@beam.typehints.with_output_types(typing.Tuple[str, typing.Any])
 class _KeyByHour(beam.DoFn):
     """row -> (merge key, partial); on unbounded input stamped at its hour's start, so that the
     hour windows follow `time/usage_start`. Unreadable rows, and rows beyond the allowed
