@@ -31,6 +31,9 @@ class RunConfig:
     connect_timeout: float = 10.0
     read_timeout: float = 300.0
     max_concurrent_streams: int = 8
+    watch: bool = False  # --watch: poll the patterns and upload each new file once
+    poll_interval: float = 60.0
+    watch_timeout: Optional[float] = None  # seconds; None: until the job is cancelled
 
     def normalise_settings(self):
         return Settings(self.connection_id, self.stream_column, self.operation, self.max_body_bytes)

@@ -248,7 +248,7 @@ class SendPanes(beam.DoFn):
         s = self._settings
         mode = getattr(s, "mode", "send")
         if mode == DRY_RUN:
-            return [delivery.result_for(b, delivery.DRY_RUN, message=_write_body(s.output_dir, b)) for b in bodies]
+            return [delivery.result_for(b, delivery.DRY_RUN, message=write_body(s.output_dir, b)) for b in bodies]
         if self._key_error:
             return [delivery.result_for(b, delivery.FAILED, message=self._key_error) for b in bodies]
         sender = delivery.ConnectionSender(self._client, RetryPolicy(s.max_attempts, s.max_retry_seconds),
@@ -260,7 +260,8 @@ class SendPanes(beam.DoFn):
         return results
 
 
-def _write_body(output_dir, body):
+def write_body(output_dir, body):
+    """A dry run's body, named by its key: units (hours, files) of one month never collide."""
     path = FileSystems.join(output_dir, body.connection_id, body.month, body.idempotency_key[:16] + ".json")
     with FileSystems.create(path) as handle:
         handle.write(body.body)
