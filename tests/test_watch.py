@@ -1,5 +1,7 @@
 """--watch: the command line as a streaming job over files that arrive while it runs."""
 import os
+import shlex
+import subprocess
 import threading
 import time
 from decimal import Decimal
@@ -90,3 +92,18 @@ def test_a_file_over_the_reject_limit_is_held_back_whole_and_the_others_go_on(em
 def test_watch_flags_go_together(capsys):
     code, _, printed = run_cli(["--input", "x.csv", "--connection_id", "c1", "--watch_timeout", "5"], capsys)
     assert code == 2 and "go with --watch" in printed
+
+
+@pytest.mark.parametrize("args,streaming", [
+    (["--watch", "--poll_interval", "30"], True), (["--watch=true"], True), (["--watch", "false"], False),
+    (["--operation", "sum"], False)])
+def test_run_dataflow_sh_launches_a_streaming_job_for_watch(tmp_path, args, streaming):
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "PROJECT": "p",
+           "REGION": "europe-west1", "TEMP_LOCATION": "gs://b/tmp", "INPUT": "gs://b/cbf/*.csv",
+           "CONNECTION_ID": "c1", "API_KEY_SECRET": "projects/p/secrets/s/versions/1"}
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run_dataflow.sh")
+    done = subprocess.run(["bash", script, "--print", *args], env=env, capture_output=True, text=True, timeout=60)
+    argv = shlex.split(done.stdout)
+    assert done.returncode == 0, done.stderr
+    assert ("--streaming" in argv) == streaming
+    assert argv[-len(args):] == args  # the pipeline's own flags stay as given, at the end
