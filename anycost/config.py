@@ -1,4 +1,9 @@
-"""The run's settings as one picklable value: everything the workers need, never the key."""
+"""The run's settings as picklable values: everything the workers need, never the key.
+
+`WriteSettings` is what the write path needs, built from `WriteToAnyCost`'s parameters (or
+the command line's flags, see `RunConfig.write_settings`). `RunConfig` is the command line's
+whole run: the write settings plus inputs, output locations and the report.
+"""
 import dataclasses
 from typing import Optional, Tuple
 
@@ -6,6 +11,104 @@ from anycost import cbf
 from anycost.normalise import Settings
 
 SEND, DRY_RUN, VALIDATE_ONLY, VERIFY_ONLY = "send", "dry_run", "validate_only", "verify_only"
+MODES = (SEND, DRY_RUN, VALIDATE_ONLY, VERIFY_ONLY)
+INPUT_FORMATS = ("cbf", "focus")
+MIN_BODY_BYTES = 1000  # below this a body holds hardly a row: a typo, not a setting
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteSettings:
+    """How rows are delivered: connection, operation, limits, retries, key source, ledger.
+
+    `option_prefix` is how messages name a setting: "" for the Beam API
+    (`max_rejected_rows`), "--" for the command line (`--max_rejected_rows`)."""
+    connection_id: Optional[str] = None
+    stream_column: Optional[str] = None
+    operation: str = "sum"
+    api_url: str = "https://api.cloudzero.com"
+    api_key_env: str = "CLOUDZERO_API_KEY"
+    api_key_secret: Optional[str] = None
+    max_body_bytes: int = cbf.MAX_BODY_BYTES
+    max_rejected_rows: int = 0
+    state_path: Optional[str] = None
+    test_namespace: Optional[str] = None
+    max_attempts: int = 8
+    max_retry_seconds: float = 600.0
+    max_concurrent_streams: int = 8
+    allowed_lateness_seconds: int = 3600
+    connect_timeout: float = 10.0
+    read_timeout: float = 300.0
+    input_format: str = "cbf"
+    mode: str = SEND
+    output_dir: Optional[str] = None  # where dry-run bodies are written
+    verify: bool = False
+    option_prefix: str = ""
+
+    def normalise_settings(self):
+        return Settings(self.connection_id, self.stream_column, self.operation, self.max_body_bytes)
+
+    @property
+    def needs_api_key(self):
+        return self.mode != DRY_RUN
+
+    def name(self, parameter):
+        """A parameter as the user wrote it: `max_body_bytes` or `--max_body_bytes`."""
+        return self.option_prefix + parameter
+
+    def check(self):
+        """Raise ValueError naming the first parameter that is wrong; returns self."""
+        problem = self.problem()
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    def problem(self):
+        """Why these settings cannot work, naming the parameter, or None."""
+        from anycost import api_key, client  # pylint: disable=import-outside-toplevel
+        if (self.connection_id is None) == (self.stream_column is None):
+            return ("give exactly one of connection_id (every row goes to that connection) and "
+                    "stream_column (a column naming each row's connection)")
+        if self.connection_id is not None and not cbf.is_valid_connection_id(self.connection_id):
+            return f"connection_id {self.connection_id!r} is not allowed ({cbf.CONNECTION_ID_RULE})"
+        if self.stream_column is not None and (not isinstance(self.stream_column, str) or not self.stream_column):
+            return f"stream_column must be a column name, not {self.stream_column!r}"
+        if self.operation not in cbf.OPERATIONS:
+            return f"operation must be one of {', '.join(cbf.OPERATIONS)}, not {self.operation!r}"
+        if not isinstance(self.api_url, str):
+            return f"api_url must be a URL, not {self.api_url!r}"
+        url = client.url_problem(self.api_url)
+        if url:
+            return url.replace("--api_url", "api_url")
+        if not isinstance(self.api_key_env, str) or not self.api_key_env.strip():
+            return f"api_key_env must name an environment variable, not {self.api_key_env!r}"
+        if self.api_key_secret is not None and not (isinstance(self.api_key_secret, str)
+                                                    and api_key.SECRET_RESOURCE.fullmatch(self.api_key_secret)):
+            return "api_key_secret must look like projects/P/secrets/S/versions/V"
+        for name, low, high in (("max_body_bytes", MIN_BODY_BYTES, cbf.MAX_BODY_BYTES),
+                                ("max_rejected_rows", 0, None), ("max_attempts", 1, None),
+                                ("max_concurrent_streams", 1, None), ("allowed_lateness_seconds", 0, None)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low or (high and value > high):
+                span = f"between {low} and {high:,}" if high else f"a whole number of at least {low}"
+                why = " (CloudZero refuses larger bodies)" if name == "max_body_bytes" else ""
+                return f"{name} must be {span}{why}, not {value!r}"
+        for name in ("max_retry_seconds", "connect_timeout", "read_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+                return f"{name} must be a number of seconds, not {value!r}"
+        if self.test_namespace is not None and not (isinstance(self.test_namespace, str)
+                                                    and self.test_namespace.strip()
+                                                    and self.test_namespace.isprintable()):
+            return f"test_namespace must be printable text, not {self.test_namespace!r}"
+        if self.state_path is not None and (not isinstance(self.state_path, str) or not self.state_path):
+            return f"state_path must be a path (local or gs://), not {self.state_path!r}"
+        if self.input_format not in INPUT_FORMATS:
+            return f"input_format must be one of {', '.join(INPUT_FORMATS)}, not {self.input_format!r}"
+        if self.mode not in MODES:
+            return f"mode must be one of {', '.join(MODES)}, not {self.mode!r}"
+        if self.mode == DRY_RUN and not self.output_dir:
+            return "a dry run needs output_dir, where the bodies are written"
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,9 +137,16 @@ class RunConfig:
     watch: bool = False  # --watch: poll the patterns and upload each new file once
     poll_interval: float = 60.0
     watch_timeout: Optional[float] = None  # seconds; None: until the job is cancelled
+    option_prefix = "--"  # messages name flags (a class attribute, not a field)
 
     def normalise_settings(self):
         return Settings(self.connection_id, self.stream_column, self.operation, self.max_body_bytes)
+
+    def write_settings(self):
+        """The write path's share of the command line's flags; its messages name the flags."""
+        shared = {field.name for field in dataclasses.fields(WriteSettings)} & {
+            field.name for field in dataclasses.fields(self)}
+        return WriteSettings(option_prefix=self.option_prefix, **{name: getattr(self, name) for name in shared})
 
     @property
     def needs_api_key(self):

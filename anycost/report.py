@@ -15,16 +15,28 @@ GOOD_MONTH_STATUSES = {"delivered", "dry_run", "valid", "verified"}
 def gate_reason(stats, summaries, config):
     """Why nothing at all may be posted, or None: checked after the whole input is validated."""
     rows_read, rejected, file_errors = stats
-    if file_errors:
-        return (f"{file_errors} input file(s) could not be read to the end, so their rows are "
-                "incomplete; nothing was posted")
-    if rejected > config.max_rejected_rows:
-        return (f"{rejected} rows were rejected, more than --max_rejected_rows {config.max_rejected_rows}; "
-                "nothing was posted. Fix the rows in the dead-letter files and run again")
+    return hold_reason(rejected, summaries, config, [file_error_hold(file_errors)] if file_errors else [])
+
+
+def file_error_hold(file_errors):
+    """The hold reason when files broke part-way: their rows are incomplete."""
+    return (f"{file_errors} input file(s) could not be read to the end, so their rows are "
+            "incomplete; nothing was posted")
+
+
+def hold_reason(rows_rejected, summaries, settings, holds=()):
+    """The write path's gate: why nothing at all may be posted, or None. `holds` are reasons
+    of the caller's (a file that broke part-way); messages name settings as the user gave them."""
+    if holds:
+        return "; ".join(sorted(holds))
+    if rows_rejected > settings.max_rejected_rows:
+        where = "the dead-letter files" if settings.option_prefix else "result.rejected"
+        return (f"{rows_rejected} rows were rejected, more than {settings.option_prefix}max_rejected_rows "
+                f"{settings.max_rejected_rows}; nothing was posted. Fix the rows in {where} and run again")
     refused = sorted((s for s in summaries if s.refused), key=lambda s: (s.connection_id, s.month))
-    if refused and config.operation != "sum":
+    if refused and settings.operation != "sum":
         first = refused[0]
-        return (f"{config.operation}: {first.connection_id} {first.month} was refused ({first.refused}); "
+        return (f"{settings.operation}: {first.connection_id} {first.month} was refused ({first.refused}); "
                 "nothing was posted")
     return None
 

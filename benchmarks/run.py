@@ -5,6 +5,7 @@
     .venv/bin/python -m benchmarks.run --scaling            # the pipeline at 250k, 500k and 1M rows
     .venv/bin/python -m benchmarks.run --streams            # 8 connections x 4 bodies at 200 ms a request
     .venv/bin/python -m benchmarks.run --profile            # the pipeline on Parquet under py-spy
+    .venv/bin/python -m benchmarks.run --baseline main      # also the pipeline (Parquet) as committed on main
 
 Data is generated once per (rows, seed) into benchmarks/data/ and reused. The AnyCost emulator
 runs as a subprocess on 127.0.0.1 in throughput mode (it counts rows and sums costs exactly, it
@@ -46,7 +47,7 @@ PYTHON = sys.executable
 CODE_DIR = ROOT
 STREAM_COLUMN = generate.STREAM_COLUMN
 
-CONTENDERS = ("floor", "naive-beam", "pipeline-parquet", "pipeline-csv")
+CONTENDERS = ("floor", "naive-beam", "pipeline-parquet", "pipeline-csv", "write-dicts", "write-batches")
 OPTIONAL_CONTENDERS = ("floor-keep-rows",)  # only with --only
 SCALING_ROWS = (250_000, 500_000, 1_000_000)
 STREAMS_CONNECTIONS = 8
@@ -54,6 +55,7 @@ STREAMS_BODIES = 4
 STREAMS_LATENCY = 0.2
 STREAMS_ROWS_PER_CONNECTION = 2_000
 PROFILE_RATE = 200
+PACKAGES_UNDER_TEST = ("anycost", "pipeline", "transforms")
 
 
 def rel(path):
@@ -189,7 +191,7 @@ def _vm_rss_mb(pid):
     return None
 
 
-def run_child(command, env, log_path, timeout, sample_every=0.25):
+def run_child(command, env, log_path, timeout, sample_every=0.25, code_dir=None):
     """Run `command`, wait for it with os.wait4 (its own rusage, not the cumulative
     RUSAGE_CHILDREN), and return wall seconds, exit code, peak RSS in MB and CPU seconds,
     plus an RSS timeline sampled from /proc (to see which phase holds the memory)."""
@@ -199,9 +201,10 @@ def run_child(command, env, log_path, timeout, sample_every=0.25):
         started_at = time.time()
         started = time.perf_counter()
         env = dict(env)
-        if CODE_DIR != ROOT:  # `python -m` puts the cwd first on sys.path: the frozen copy wins
+        code_dir = code_dir or CODE_DIR
+        if code_dir != ROOT:  # `python -m` puts the cwd first on sys.path: the frozen copy wins
             env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
-        process = subprocess.Popen(command, cwd=CODE_DIR, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=code_dir, env=env, stdout=handle, stderr=subprocess.STDOUT)
         timed_out, done, timeline = threading.Event(), threading.Event(), []
 
         def kill():
@@ -267,6 +270,7 @@ def last_json_line(log_path):
 
 
 def contender_command(name, data, url, work, max_body_bytes=None, extra=()):
+    name = name.split("@")[0]  # pipeline-parquet@main: the same command on a baseline's code
     parquet = os.path.join(data, "parquet", "*.parquet")
     csv_files = os.path.join(data, "csv", "*.csv")
     common = ["--stream_column", STREAM_COLUMN, "--api_url", url]
@@ -284,6 +288,9 @@ def contender_command(name, data, url, work, max_body_bytes=None, extra=()):
                 + ["--report_path", os.path.join(work, "report.json"),
                    "--dead_letter_path", os.path.join(work, "rejected", "rows"),
                    "--runner=DirectRunner"] + list(extra))
+    if name in ("write-dicts", "write-batches"):
+        return [PYTHON, "-m", "benchmarks.write_to_anycost", "--input", parquet, "--elements",
+                name.split("-")[1]] + common
     raise ValueError(f"unknown contender {name!r}; known: {', '.join(CONTENDERS)}")
 
 
@@ -320,8 +327,10 @@ def emulator_summary(stats):
             "concurrency_violations": stats.get("concurrency_violations")}
 
 
-def run_contender(name, data, expected, emulator, key, work_root, timeout, max_body_bytes=None, wrap=()):
-    """Reset the emulator, run one contender, verify; returns its result record."""
+def run_contender(name, data, expected, emulator, key, work_root, timeout, max_body_bytes=None, wrap=(),
+                  code_dir=None):
+    """Reset the emulator, run one contender, verify; returns its result record. `code_dir`:
+    where the child imports the connector from (a baseline's export), else CODE_DIR."""
     work = os.path.join(work_root, name)
     os.makedirs(work, exist_ok=True)
     emulator.reset()
@@ -329,7 +338,7 @@ def run_contender(name, data, expected, emulator, key, work_root, timeout, max_b
     env = dict(os.environ, CLOUDZERO_API_KEY=key, PYTHONUNBUFFERED="1")
     result = {"contender": name, "rows": expected["rows"]}
     cpu_before = getattr(emulator, "cpu_seconds", lambda: None)()
-    result.update(run_child(command, env, os.path.join(work, "output.log"), timeout))
+    result.update(run_child(command, env, os.path.join(work, "output.log"), timeout, code_dir=code_dir))
     cpu_after = getattr(emulator, "cpu_seconds", lambda: None)()
     stats = emulator.stats()
     result["emulator"] = emulator_summary(stats)
@@ -360,7 +369,7 @@ def _rss_at(timeline, seconds):
 
 def describe(result):
     status = "OK" if result["verified"] else "MISMATCH"
-    line = (f"  {result['contender']:<17} {result['wall_s']:8.1f} s  {result['rows_per_s'] or 0:>9,} rows/s  "
+    line = (f"  {result['contender']:<22} {result['wall_s']:8.1f} s  {result['rows_per_s'] or 0:>9,} rows/s  "
             f"{result['peak_rss_mb']:8,.0f} MB  cpu {result['cpu_s']:6.1f} s  "
             f"{result['emulator']['bodies']} bodies  emulator cpu {result['emulator'].get('cpu_s', '?')} s  {status}")
     phases = result.get("phases")
@@ -398,7 +407,8 @@ def compare_table(summary):
 def summarise_runs(results):
     """{contender: median wall over repeats, max RSS, ...} in CONTENDERS order."""
     summary = {}
-    for name in CONTENDERS + OPTIONAL_CONTENDERS:
+    baselines = sorted({r["contender"] for r in results if "@" in r["contender"]})
+    for name in CONTENDERS[:3] + tuple(baselines) + CONTENDERS[3:] + OPTIONAL_CONTENDERS:
         runs = [r for r in results if r["contender"] == name]
         if not runs:
             continue
@@ -437,7 +447,7 @@ def _git_state():
         except (OSError, subprocess.SubprocessError):
             return ""
     import hashlib
-    diff = git("diff", "HEAD", "--", "pipeline", "transforms")
+    diff = git("diff", "HEAD", "--", *PACKAGES_UNDER_TEST)
     return {"commit": git("rev-parse", "--short", "HEAD"),
             "uncommitted_pipeline_changes": hashlib.sha256(diff.encode()).hexdigest()[:12] if diff else None}
 
@@ -446,7 +456,7 @@ def snapshot_code(target):
     """Copy the code under test (`pipeline/`, `transforms/`) to `target`; returns its fingerprint.
     Others may change the working tree while a benchmark runs; the children run this copy, and
     the profile's line numbers refer to it."""
-    for package in ("pipeline", "transforms"):
+    for package in PACKAGES_UNDER_TEST:
         source = os.path.join(ROOT, package)
         if os.path.isdir(source):
             shutil.copytree(source, os.path.join(target, package), dirs_exist_ok=True,
@@ -458,7 +468,7 @@ def code_fingerprint(root=ROOT):
     """sha256 (12 hex digits) over the .py files of pipeline/ and transforms/ under `root`."""
     import hashlib
     digest = hashlib.sha256()
-    for package in ("pipeline", "transforms"):
+    for package in PACKAGES_UNDER_TEST:
         folder = os.path.join(root, package)
         for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
             if name.endswith(".py"):
@@ -478,9 +488,25 @@ def _mem_total_gb():
     return None
 
 
+def export_baseline(ref, work_root):
+    """The connector's code as committed at `ref` (`git archive`), for a before/after table."""
+    target = os.path.join(work_root, f"baseline-{ref.replace('/', '_')}")
+    os.makedirs(target, exist_ok=True)
+    archive = subprocess.run(["git", "archive", ref, *PACKAGES_UNDER_TEST], cwd=ROOT, capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", target], input=archive, check=True)
+    return target
+
+
 def mode_compare(args, key, work_root):
     data, expected = ensure_data(args.rows, args.seed, args.data)
     contenders = args.only or list(CONTENDERS)
+    code_dirs = {}
+    if args.baseline:
+        name = f"pipeline-parquet@{args.baseline}"
+        code_dirs[name] = export_baseline(args.baseline, work_root)
+        where = contenders.index("pipeline-parquet") + 1 if "pipeline-parquet" in contenders else len(contenders)
+        contenders = contenders[:where] + [name] + contenders[where:]
     log(f"\n== side by side: {expected['rows']:,} rows, {expected['connections']} connections x "
         f"{len(expected['months'])} months, ≈{expected['json_bytes_per_row']} bytes of JSON per row ==")
     results = []
@@ -489,7 +515,8 @@ def mode_compare(args, key, work_root):
         for round_index in range(args.repeat):
             for name in contenders:
                 result = run_contender(name, data, expected, emulator, key,
-                                       os.path.join(work_root, f"round-{round_index + 1}"), args.timeout)
+                                       os.path.join(work_root, f"round-{round_index + 1}"), args.timeout,
+                                       code_dir=code_dirs.get(name))
                 results.append(result)
                 log(describe(result))
     summary = summarise_runs(results)
@@ -672,6 +699,8 @@ def parse(argv):
     parser.add_argument("--profile", action="store_true", help="the pipeline on Parquet under py-spy")
     parser.add_argument("--compare", action="store_true",
                         help="also run the side-by-side comparison when --scaling/--streams/--profile is given")
+    parser.add_argument("--baseline", metavar="GIT_REF", default=None,
+                        help="also run the pipeline (Parquet) on the code committed at GIT_REF, e.g. main")
     parser.add_argument("--data", default=DATA_DIR, help="where generated data is cached")
     parser.add_argument("--results", default=RESULTS_DIR)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds before a child is killed")

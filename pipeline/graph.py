@@ -1,11 +1,10 @@
-"""The Beam graph: read -> validate -> plan -> (gate) -> group by connection -> send -> report.
+"""The Beam graph of the command line: ReadCbf feeding the same write path as WriteToAnyCost.
 
-    splits --ReadCbf--> chunks --------------------------WriteBillingDrops--> results
-              |           |  (row lengths only)             ^ gate (side input): nothing is
-              |           +--PlanDrops--> summaries --------+ sent until the whole input is
-              |  stats -------------------------------------+ validated and planned
-              |  rejects -> dead-letter JSON Lines
-              +--> report (JSON at report_path, table in the log)
+    splits --ReadCbf--> chunks ----------------------------WriteBounded--> results
+              |  stats --> rejected-row counts ----------------^   (PlanDrops, gate, send:
+              |  file_errors --> one hold reason --------------^    transforms/bounded.py)
+              |  rejects -> dead-letter JSON Lines                        |
+              +--> report (JSON at report_path, table in the log) <-------+ results, summaries
 
 The rows themselves are shuffled once, by connection; the per-month plan that the gate
 and the report need travels on a branch that carries only row lengths.
@@ -17,9 +16,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from anycost import report as run_report
-from transforms.plan import PlanDrops
+from transforms.bounded import WriteBounded
 from transforms.read import FILE_ERRORS, REJECTS, STATS, ReadCbf, SumTuples
-from transforms.sink import WriteBillingDrops
 
 LOG = logging.getLogger("cloudzero")
 
@@ -35,25 +33,30 @@ def write_report(_, config, report_target, log_report, stats, summaries, results
     return report_target
 
 
+def file_error_holds(count):
+    """A file that broke part-way holds every POST back: its rows are incomplete."""
+    return [run_report.file_error_hold(count)] if count else []
+
+
 def build(p, config, splits, dead_letter_prefix, report_target, log_report=True):
     """Add the whole connector to pipeline `p`; returns the report path's PCollection."""
-    read = p | "ReadCbf" >> ReadCbf(splits, config.normalise_settings())
+    settings = config.write_settings()
+    read = p | "ReadCbf" >> ReadCbf(splits, settings)
 
     dead_letters = (read[REJECTS]
                     | "WriteDeadLetter" >> beam.io.WriteToText(
                         dead_letter_prefix, file_name_suffix=".jsonl", skip_if_empty=True))
     stats = read[STATS] | "CountRows" >> beam.CombineGlobally(SumTuples(3))
-
-    summaries = read["chunks"] | "PlanDrops" >> PlanDrops(config.operation, config.max_body_bytes)
-    gate = (p
-            | "GateSeed" >> beam.Create([None])
-            | "Gate" >> beam.Map(lambda _, s, m: run_report.gate_reason(s, m, config),
-                                 beam.pvalue.AsSingleton(stats), beam.pvalue.AsList(summaries)))
-    results = read["chunks"] | "WriteBillingDrops" >> WriteBillingDrops(config, gate)
+    holds = (read[FILE_ERRORS]
+             | "CountFileErrors" >> beam.combiners.Count.Globally()
+             | "FileErrorHold" >> beam.FlatMap(file_error_holds))
+    written = ({"chunks": read["chunks"], "rejected_counts": stats | "Rejected" >> beam.Map(lambda s: s[1]),
+                "holds": holds}
+               | "Write" >> WriteBounded(settings))
 
     return (p
             | "ReportSeed" >> beam.Create([None])
             | "Report" >> beam.Map(write_report, config, report_target, log_report,
-                                   beam.pvalue.AsSingleton(stats), beam.pvalue.AsList(summaries),
-                                   beam.pvalue.AsList(results), beam.pvalue.AsList(dead_letters),
+                                   beam.pvalue.AsSingleton(stats), beam.pvalue.AsList(written.summaries),
+                                   beam.pvalue.AsList(written.results), beam.pvalue.AsList(dead_letters),
                                    beam.pvalue.AsList(read[FILE_ERRORS])))

@@ -54,7 +54,7 @@ def test_generated_data_is_deterministic_and_complete(data, tmp_path):
         assert a.read() == b.read()
 
 
-@pytest.mark.parametrize("contender", ["floor", "pipeline-parquet"])
+@pytest.mark.parametrize("contender", ["floor", "pipeline-parquet", "write-dicts", "write-batches"])
 def test_contender_delivers_exactly_the_expected_totals(contender, data, emulator, tmp_path):
     out, expected = data
     result = run.run_contender(contender, out, expected, emulator, KEY, str(tmp_path), timeout=120)

@@ -75,11 +75,34 @@ class SumTuples(beam.CombineFn):
 
 
 class ReadCbf(beam.PTransform):
-    """Example: `chunks = p | ReadCbf(splits, settings)`; see `ReadAndNormalise` for the outputs."""
+    """Reads Common Bill Format files (CSV, CSV.gz, Parquet; local or gs://), validated.
 
-    def __init__(self, splits, settings):
+    Example::
+
+        read = p | ReadCbf(["gs://bucket/bills/*.parquet"], WriteSettings(connection_id="c1"))
+        written = ({"chunks": read["chunks"],
+                    "rejected_counts": read["stats"] | beam.Map(lambda s: s[1])}
+                   | WriteBounded(settings))
+
+    Args:
+      inputs: glob patterns over any Beam filesystem, planned (and their columns checked:
+        `anycost.files.InputProblems`) when the transform is built; or the `FileSplit`s of
+        `anycost.files.plan_splits`.
+      settings: an `anycost.config.WriteSettings` or `anycost.normalise.Settings`.
+
+    Returns the outputs of `ReadAndNormalise`: `chunks` (main), `rejects`, `stats` and
+    `file_errors`.
+    """
+
+    def __init__(self, inputs, settings):
         super().__init__()
-        self._splits = splits
+        if hasattr(settings, "normalise_settings"):
+            settings = settings.normalise_settings()
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if inputs and all(isinstance(entry, str) for entry in inputs):
+            inputs = files.plan_splits(list(inputs), settings.stream_column)
+        self._splits = inputs
         self._settings = settings
 
     def expand(self, pbegin):

@@ -51,9 +51,9 @@ def write_dry_run_body(output_dir, body):
 
 class SendConnections(beam.DoFn):
     """(connection_id, [(month, Chunk)]) -> a BodyResult per body, and a verification record
-    (dict) per month when verifying."""
+    (dict) per month when verifying. `config` is the write path's `WriteSettings`."""
 
-    def __init__(self, config: run_config.RunConfig):
+    def __init__(self, config: run_config.WriteSettings):
         self._config = config
 
     def setup(self):
@@ -143,7 +143,7 @@ class SendConnections(beam.DoFn):
 
 
 class WriteBillingDrops(beam.PTransform):
-    """Example: `results = chunks | WriteBillingDrops(config, gate)`.
+    """Example: `results = chunks | WriteBillingDrops(settings, gate)`, with `WriteSettings`.
 
     `chunks` holds ((connection_id, month), Chunk); they are grouped by connection alone, so
     one worker owns each connection. `gate` is a singleton side input: None to send, or the

@@ -1,0 +1,75 @@
+"""A user's own Beam pipeline ending in WriteToAnyCost: rows as dicts, or as record batches.
+
+    CLOUDZERO_API_KEY=... python -m benchmarks.write_to_anycost --input 'DATA/parquet/*.parquet' \
+        --stream_column connection_id --api_url http://127.0.0.1:PORT --elements dicts
+
+The source stands for any other: it reads the benchmark's Parquet files inside the pipeline
+and hands WriteToAnyCost either one dict of Python values per row (`Decimal`, aware
+`datetime`, `float`, `str`: what `ReadFromBigQuery` gives), or `pyarrow.RecordBatch`es of
+the typed columns (the fast path). Making the dicts is part of the timed run, as it is part
+of a user's. On Beam's in-process FnApiRunner, pinned. Prints one JSON line with the result
+PCollections' sizes; exits 1 unless every body was delivered and no row was rejected.
+"""
+import argparse
+import glob
+import json
+import os
+import sys
+import tempfile
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+from transforms import WriteToAnyCost
+
+BATCH_ROWS = 65_536
+
+
+def record_batches(path):
+    yield from pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, use_threads=False)
+
+
+def dict_rows(path):
+    for batch in record_batches(path):
+        yield from batch.to_pylist()
+
+
+def write_counts(_, path, delivered, failed, rejected):
+    with open(path, "w") as handle:
+        json.dump({"delivered": delivered, "failed": failed, "rejected": rejected}, handle)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.write_to_anycost")
+    parser.add_argument("--input", required=True)
+    parser.add_argument("--stream_column", required=True)
+    parser.add_argument("--api_url", required=True)
+    parser.add_argument("--elements", choices=("dicts", "batches"), required=True)
+    parser.add_argument("--max_body_bytes", type=int, default=5_000_000)
+    args = parser.parse_args(argv)
+    paths = sorted(glob.glob(args.input))
+    counts_path = os.path.join(tempfile.mkdtemp(prefix="write-to-anycost-"), "counts.json")
+
+    p = beam.Pipeline(runner=FnApiRunner())
+    rows = (p
+            | "Files" >> beam.Create(paths)
+            | "Read" >> beam.FlatMap(dict_rows if args.elements == "dicts" else record_batches))
+    result = rows | "WriteToAnyCost" >> WriteToAnyCost(stream_column=args.stream_column, api_url=args.api_url,
+                                                       max_body_bytes=args.max_body_bytes)
+    sizes = {name: getattr(result, name) | f"Count{name}" >> beam.combiners.Count.Globally()
+             for name in ("delivered", "failed", "rejected")}
+    _ = (p
+         | "Seed" >> beam.Create([None])
+         | "Counts" >> beam.Map(write_counts, counts_path,
+                                *(beam.pvalue.AsSingleton(sizes[n]) for n in ("delivered", "failed", "rejected"))))
+    p.run().wait_until_finish()
+    with open(counts_path) as handle:
+        counts = json.load(handle)
+    print(json.dumps({"elements": args.elements, "bodies_delivered": counts["delivered"],
+                      "bodies_failed": counts["failed"], "rows_rejected": counts["rejected"]}), flush=True)
+    return 0 if counts["delivered"] and not counts["failed"] and not counts["rejected"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

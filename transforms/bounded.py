@@ -1,0 +1,55 @@
+"""WriteBounded: the write path for bounded input, shared by `WriteToAnyCost` and the command line.
+
+    chunks --PlanDrops (row lengths only)--> summaries --+
+    rejected-row counts ---------------------------------+--> gate (one reason or None)
+    holds (the caller's reasons, e.g. broken files) -----+      |
+    chunks --WriteBillingDrops (grouped by connection) <--------+ side input --> results
+
+Nothing is posted before the whole input is validated and planned: the sender waits for the
+gate, a singleton side input computed from every rejected row and every stream-month plan.
+"""
+import typing
+
+import apache_beam as beam
+
+from anycost import report
+from transforms.plan import PlanDrops
+from transforms.sink import WriteBillingDrops
+
+
+class WriteBoundedResult(typing.NamedTuple):
+    results: beam.PCollection  # delivery.BodyResult per body (+ verification dicts when verifying)
+    summaries: beam.PCollection  # packing.StreamMonthPlan per stream-month, without bodies
+
+
+class WriteBounded(beam.PTransform):
+    """Example::
+
+        written = {"chunks": chunks, "rejected_counts": counts, "holds": reasons} | WriteBounded(settings)
+
+    Inputs (a dict of PCollections): `chunks`, ((connection_id, month), Chunk) from
+    `anycost.normalise`; `rejected_counts`, ints that sum to the rows rejected so far;
+    optionally `holds`, reason strings: any reason holds every POST back, and the bodies
+    are reported `not_sent` with it. `settings` is an `anycost.config.WriteSettings`.
+    Returns a `WriteBoundedResult`.
+    """
+
+    def __init__(self, settings):
+        super().__init__()
+        self._settings = settings
+
+    def expand(self, inputs):
+        settings = self._settings
+        chunks = inputs["chunks"]
+        holds = inputs.get("holds")
+        if holds is None:
+            holds = chunks.pipeline | "NoHolds" >> beam.Create([]).with_output_types(str)
+        summaries = chunks | "PlanDrops" >> PlanDrops(settings.operation, settings.max_body_bytes)
+        rejected = inputs["rejected_counts"] | "SumRejected" >> beam.CombineGlobally(sum)
+        gate = (chunks.pipeline
+                | "GateSeed" >> beam.Create([None])
+                | "Gate" >> beam.Map(lambda _, count, plans, reasons: report.hold_reason(count, plans, settings, reasons),
+                                     beam.pvalue.AsSingleton(rejected), beam.pvalue.AsList(summaries),
+                                     beam.pvalue.AsList(holds)))
+        results = chunks | "WriteBillingDrops" >> WriteBillingDrops(settings, gate)
+        return WriteBoundedResult(results, summaries)

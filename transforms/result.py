@@ -1,0 +1,50 @@
+"""What `WriteToAnyCost` returns: three PCollections, as `WriteToBigQuery` returns a `WriteResult`."""
+import dataclasses
+import typing
+
+import apache_beam as beam
+
+from anycost import delivery
+
+
+class WriteToAnyCostResult(typing.NamedTuple):
+    """The outcome of a `WriteToAnyCost`, one record (a dict) per body or row.
+
+    Attributes:
+      delivered: one record per body CloudZero accepted (status `delivered`), or that an
+        earlier run already delivered (`already_delivered`, from the `state_path` ledger):
+        connection_id, month, seq, count, rows, bytes, status, attempts, drop_id, message,
+        idempotency_key.
+      failed: one record per body refused (`invalid`), failed for good (`failed`) or held
+        back (`not_sent`), with the reason in `message`; and one per stream-month CloudZero's
+        limits refuse (`refused`, seq 0). Same fields as `delivered`.
+      rejected: one record per rejected row: `{"reason": ..., "values": {column: text}}`.
+    """
+    delivered: beam.PCollection
+    failed: beam.PCollection
+    rejected: beam.PCollection
+
+
+DELIVERED, FAILED = "delivered", "failed"
+REFUSED = "refused"
+_GOOD = {delivery.DELIVERED, delivery.ALREADY_DELIVERED}
+
+
+def record(result: delivery.BodyResult) -> dict:
+    return dataclasses.asdict(result)
+
+
+def split_body_result(result):
+    """A BodyResult to the `delivered` main output or the `failed` tagged output."""
+    if isinstance(result, delivery.BodyResult):  # not verification records: only the CLI asks for them
+        if result.status in _GOOD:
+            yield record(result)
+        else:
+            yield beam.pvalue.TaggedOutput(FAILED, record(result))
+
+
+def refused_month(summary):
+    """A stream-month over CloudZero's limits: no body is built, so it is reported itself."""
+    if summary.refused:
+        yield record(delivery.BodyResult(summary.connection_id, summary.month, 0, 0, summary.row_count, 0,
+                                         REFUSED, message=summary.refused))

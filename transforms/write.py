@@ -1,0 +1,191 @@
+"""WriteToAnyCost: the connector as a Beam sink, for rows from any pipeline."""
+import typing
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow, GlobalWindows
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+from anycost import cbf, config, rows
+from transforms import result as results
+from transforms.bounded import WriteBounded
+
+REJECTED = "rejected"
+ROWS_PER_BATCH = 65_536  # dict rows are validated and rendered this many at a time
+
+
+class WriteToAnyCost(beam.PTransform):
+    """Delivers cost rows to a CloudZero AnyCost Stream connection.
+
+    Example, runnable against the bundled emulator (start it with
+    `CLOUDZERO_API_KEY=local-key python -m anycost_emulator --port 8080`, and run this with
+    the same variable set)::
+
+        import apache_beam as beam
+        from decimal import Decimal
+        from transforms import WriteToAnyCost
+
+        with beam.Pipeline() as p:
+            result = (p
+                      | beam.Create([{"time/usage_start": "2024-08-01T10:00:00Z",
+                                      "resource/id": "vm-1", "cost/cost": Decimal("1.25")}])
+                      | WriteToAnyCost(connection_id="my-connection", api_url="http://127.0.0.1:8080"))
+            result.failed | "Failed" >> beam.Map(print)
+            result.rejected | "Rejected" >> beam.Map(print)
+
+    Elements are dicts mapping Common Bill Format column names to `str`, `int`, `float`,
+    `decimal.Decimal`, `datetime.datetime` (aware, or naive meaning UTC), `datetime.date`
+    (midnight UTC) or `None` (absent); or `pyarrow.RecordBatch`es with CBF columns of any
+    Arrow type the Parquet reader takes, the fast path for big inputs. Values get the text
+    the file path gives them: a float as its shortest round-trip decimal, a Decimal exactly.
+    Money never passes through a binary float on the way.
+
+    Bounded input: every row is validated before anything is posted. With more rejected
+    rows than `max_rejected_rows`, nothing is posted, the pipeline still completes and every
+    body is in `result.failed` with the reason. Rows are grouped by connection, so each
+    connection has one request in flight, months ascending. Each stream-month's rows are
+    sorted canonically (by their JSON) before bodies are cut, so the same rows give
+    byte-identical bodies and idempotency keys in any order, bundling and runner.
+
+    Unbounded input goes to the streaming writer (`transforms.streaming`).
+
+    Args:
+      connection_id: the AnyCost Stream connection every row goes to. Default None; give
+        exactly one of `connection_id` and `stream_column`.
+      stream_column: the column naming each row's connection (removed from the row).
+        Default None.
+      operation: "sum" (default) adds the rows to the month; "replace_hourly" replaces the
+        UTC hours the rows cover; "replace_drop" replaces the whole month (bounded input only).
+      api_url: default "https://api.cloudzero.com". Plain http only for a loopback host.
+      api_key_env: the environment variable holding the API key on the workers.
+        Default "CLOUDZERO_API_KEY".
+      api_key_secret: a Secret Manager version, "projects/P/secrets/S/versions/V", read
+        instead of `api_key_env` when given. Default None. The key is read in
+        `DoFn.setup()` and never pickled, logged or reported.
+      max_body_bytes: the largest request body, 1,000 to 5,000,000 (default 5,000,000).
+      max_rejected_rows: rejected rows tolerated before nothing is posted. Default 0.
+      state_path: a delivery ledger (local or gs://): a rerun skips bodies it records as
+        delivered. Default None.
+      test_namespace: sent as `cloudzero-test-key` on every request. Default None.
+      max_attempts: attempts per body, with the same idempotency key. Default 8.
+      max_retry_seconds: the longest a body is retried. Default 600.0.
+      max_concurrent_streams: connections sent in parallel per worker. Default 8.
+      allowed_lateness_seconds: unbounded input only: how late a row may arrive and still
+        have its hour sent again. Default 3600.
+      input_format: "cbf" (default): columns are CBF columns.
+
+    Returns:
+      A `WriteToAnyCostResult` with the PCollections `delivered`, `failed` and `rejected`.
+
+    Raises:
+      ValueError: at construction, naming the parameter, for a setting that cannot work;
+        in `expand()` for operation="replace_drop" on unbounded input.
+    """
+
+    def __init__(self, connection_id=None, stream_column=None, operation="sum",
+                 api_url="https://api.cloudzero.com", api_key_env="CLOUDZERO_API_KEY", api_key_secret=None,
+                 max_body_bytes=cbf.MAX_BODY_BYTES, max_rejected_rows=0, state_path=None, test_namespace=None,
+                 max_attempts=8, max_retry_seconds=600.0, max_concurrent_streams=8,
+                 allowed_lateness_seconds=3600, input_format="cbf"):
+        super().__init__()
+        self._settings = config.WriteSettings(
+            connection_id=connection_id, stream_column=stream_column, operation=operation, api_url=api_url,
+            api_key_env=api_key_env, api_key_secret=api_key_secret, max_body_bytes=max_body_bytes,
+            max_rejected_rows=max_rejected_rows, state_path=state_path, test_namespace=test_namespace,
+            max_attempts=max_attempts, max_retry_seconds=max_retry_seconds,
+            max_concurrent_streams=max_concurrent_streams, allowed_lateness_seconds=allowed_lateness_seconds,
+            input_format=input_format).check()
+        if input_format == "focus":  # TODO(lead): wire anycost.focus once the inputs branch is merged
+            raise ValueError("input_format='focus' is not available in this version of the connector; "
+                             "use input_format='cbf'")
+
+    @property
+    def settings(self):
+        return self._settings
+
+    def expand(self, pcoll):
+        if pcoll.is_bounded is False:
+            return self._expand_unbounded(pcoll)
+        settings = self._settings
+        normalised = (pcoll
+                      | "GlobalWindow" >> beam.WindowInto(GlobalWindows())
+                      | "Normalise" >> beam.ParDo(NormaliseRows(settings)).with_outputs(REJECTED, main="chunks"))
+        rejected = normalised[REJECTED]
+        written = ({"chunks": normalised["chunks"],
+                    "rejected_counts": rejected | "CountRejected" >> beam.combiners.Count.Globally()}
+                   | "Write" >> WriteBounded(settings))
+        split = written.results | "SplitResults" >> beam.FlatMap(results.split_body_result).with_outputs(
+            results.FAILED, main=results.DELIVERED)
+        refused = written.summaries | "RefusedMonths" >> beam.FlatMap(results.refused_month)
+        failed = (split[results.FAILED], refused) | "Failed" >> beam.Flatten()
+        return results.WriteToAnyCostResult(split[results.DELIVERED], failed, rejected)
+
+    def _expand_unbounded(self, pcoll):
+        if self._settings.operation == "replace_drop":
+            raise ValueError("operation='replace_drop' replaces a whole month, so it needs bounded input; "
+                             "this PCollection is unbounded: use operation='replace_hourly' or 'sum'")
+        try:
+            from transforms import streaming  # pylint: disable=import-outside-toplevel
+        except ImportError:
+            raise NotImplementedError("WriteToAnyCost on unbounded input needs transforms.streaming, which this "
+                                      "installation does not have") from None
+        return pcoll | "Streaming" >> streaming.WriteStreaming(self._settings)
+
+
+@beam.typehints.with_output_types(typing.Tuple[typing.Tuple[str, str], typing.Any])
+class NormaliseRows(beam.DoFn):
+    """Dict rows (gathered into batches of `ROWS_PER_BATCH`) and record batches -> chunks.
+
+    Main output: ((connection_id, month), Chunk), as `ReadCbf` gives. Tagged `rejected`: a
+    record per rejected row. Expects the global window (the bounded path re-windows first):
+    rows gathered across a bundle are emitted from `finish_bundle` there."""
+
+    def __init__(self, settings):
+        self._settings = settings.normalise_settings()
+        self._rows_read = Metrics.counter("cloudzero", "rows_read")
+        self._rows_rejected = Metrics.counter("cloudzero", "rows_rejected")
+
+    def start_bundle(self):
+        self._buffer = []
+
+    def process(self, element):
+        if isinstance(element, dict):
+            self._buffer.append(element)
+            if len(self._buffer) >= ROWS_PER_BATCH:
+                yield from self._flush()
+        elif isinstance(element, pa.RecordBatch):
+            yield from self._emit(rows.normalise_record_batch(element, self._settings))
+        elif isinstance(element, pa.Table):
+            for batch in element.to_batches():
+                yield from self._emit(rows.normalise_record_batch(batch, self._settings))
+        else:
+            self._rows_read.inc()
+            self._rows_rejected.inc()
+            yield beam.pvalue.TaggedOutput(REJECTED, rows.reject(
+                f"an element of type {type(element).__name__} is neither a dict nor a pyarrow.RecordBatch",
+                {"element": repr(element)[:200]}))
+
+    def finish_bundle(self):
+        for output in self._flush():
+            if isinstance(output, beam.pvalue.TaggedOutput):
+                yield beam.pvalue.TaggedOutput(output.tag, _global(output.value))
+            else:
+                yield _global(output)
+
+    def _flush(self):
+        buffered, self._buffer = self._buffer, []
+        if buffered:
+            yield from self._emit(rows.normalise_rows(buffered, self._settings))
+
+    def _emit(self, normalised):
+        self._rows_read.inc(normalised.rows_in)
+        self._rows_rejected.inc(len(normalised.rejects))
+        yield from normalised.chunks
+        for record in normalised.rejects:
+            yield beam.pvalue.TaggedOutput(REJECTED, record)
+
+
+def _global(value):
+    return WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
