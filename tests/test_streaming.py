@@ -4,10 +4,8 @@ Two connections, rows over three hours, a late row within the allowed lateness a
 beyond it, a bad row that holds its hour back, and a bundle the runner replays after its POST.
 """
 import collections
-import dataclasses
 import os
 from decimal import Decimal
-from typing import Optional
 
 import apache_beam as beam
 import pytest
@@ -15,8 +13,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing import test_stream
 from apache_beam.transforms import window
 
-from anycost import hourly, normalise
+from anycost import config, hourly
 from anycost_emulator import Emulator
+from transforms import WriteToAnyCost
 from transforms.streaming import WriteStreaming
 
 KEY_ENV = "STREAMING_TEST_KEY"
@@ -25,24 +24,12 @@ H0 = hourly.hour_seconds("2024-09-01T05:00:00Z")
 LATENESS = 1800
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    api_url: str
-    operation: str
-    stream_column: Optional[str] = "conn"
-    connection_id: Optional[str] = None
-    api_key_env: str = KEY_ENV
-    api_key_secret: Optional[str] = None
-    max_body_bytes: int = 5_000_000
-    max_rejected_rows: int = 0
-    state_path: Optional[str] = None
-    test_namespace: Optional[str] = None
-    max_attempts: int = 3
-    max_retry_seconds: float = 5.0
-    allowed_lateness_seconds: int = LATENESS
-
-    def normalise_settings(self):
-        return normalise.Settings(self.connection_id, self.stream_column, self.operation, self.max_body_bytes)
+def settings(emulator, operation, **overrides):
+    """What `WriteToAnyCost` builds from its parameters."""
+    values = dict(stream_column="conn", operation=operation, api_url=emulator.url, api_key_env=KEY_ENV,
+                  max_attempts=3, max_retry_seconds=5.0, allowed_lateness_seconds=LATENESS)
+    values.update(overrides)
+    return config.WriteSettings(**values).check()
 
 
 def row(conn, hour, minute, cost):
@@ -76,13 +63,13 @@ def emulator(monkeypatch):
         yield running
 
 
-def run(settings, after_send=None):
+def run(write):
+    """The stream into `write` (a WriteToAnyCost, or a WriteStreaming with a test hook)."""
     options = PipelineOptions(["--runner=BundleBasedDirectRunner", "--streaming"])
-    collected = {}
     with beam.Pipeline(options=options) as p:
-        result = p | the_stream() | WriteStreaming(settings, after_send=after_send)
+        result = p | the_stream() | write
         for name in ("delivered", "failed", "rejected"):
-            result[name] | f"Collect{name}" >> beam.Map(_Collect(name))
+            getattr(result, name) | f"Collect{name}" >> beam.Map(_Collect(name))
     return {name: _Collect.take(name) for name in ("delivered", "failed", "rejected")}
 
 
@@ -113,7 +100,8 @@ def stored_hours(emulator):
 
 
 def test_replace_hourly_sends_each_hour_whole_and_again_with_its_late_rows(emulator):
-    out = run(Settings(emulator.url, "replace_hourly"))
+    out = run(WriteToAnyCost(stream_column="conn", operation="replace_hourly", api_url=emulator.url,
+                             api_key_env=KEY_ENV, allowed_lateness_seconds=LATENESS))
     assert stored_hours(emulator) == {
         ("c1", "05"): (2, Decimal("3.5")), ("c2", "05"): (1, Decimal("10")),
         ("c1", "06"): (2, Decimal("104")), ("c2", "06"): (1, Decimal("20")),
@@ -121,12 +109,14 @@ def test_replace_hourly_sends_each_hour_whole_and_again_with_its_late_rows(emula
     }
     assert emulator.stats()["concurrency_violations"] == 0
     # c1 06 went twice (on time with 1 row, then whole with its late row); every other hour once.
-    assert sorted((r.connection_id, r.rows) for r in out["delivered"]) == [
-        ("c1", 1), ("c1", 1), ("c1", 2), ("c1", 2), ("c2", 1), ("c2", 1)]
+    assert sorted((r["connection_id"], r["rows"], r["message"]) for r in out["delivered"]) == [
+        ("c1", 1, "hour 2024-09-01T06:00:00Z, pane 0"), ("c1", 1, "hour 2024-09-01T07:00:00Z, pane 0"),
+        ("c1", 2, "hour 2024-09-01T05:00:00Z, pane 0"), ("c1", 2, "hour 2024-09-01T06:00:00Z, pane 1"),
+        ("c2", 1, "hour 2024-09-01T05:00:00Z, pane 0"), ("c2", 1, "hour 2024-09-01T06:00:00Z, pane 0")]
     assert emulator.stats()["applied_drops"] == 6
     (held,) = out["failed"]
-    assert held.connection_id == "c2" and held.status == "not_sent" and "07:00:00Z" in held.message
-    assert "max_rejected_rows 0" in held.message
+    assert held["connection_id"] == "c2" and held["status"] == "not_sent" and "07:00:00Z" in held["message"]
+    assert "max_rejected_rows 0" in held["message"]
     reasons = {r["values"]["cost/cost"]: r["reason"] for r in out["rejected"]}
     assert sorted(reasons) == ["1000", "not money"]
     assert "not a decimal number" in reasons["not money"]
@@ -134,15 +124,16 @@ def test_replace_hourly_sends_each_hour_whole_and_again_with_its_late_rows(emula
 
 
 def test_sum_sends_every_row_once_late_rows_included(emulator):
-    out = run(Settings(emulator.url, "sum"))
+    out = run(WriteToAnyCost(stream_column="conn", operation="sum", api_url=emulator.url,
+                             api_key_env=KEY_ENV, allowed_lateness_seconds=LATENESS))
     assert stored_hours(emulator) == {
         ("c1", "05"): (2, Decimal("3.5")), ("c2", "05"): (1, Decimal("10")),
         ("c1", "06"): (2, Decimal("104")), ("c2", "06"): (1, Decimal("20")),
         ("c1", "07"): (1, Decimal("8")),
     }
     assert emulator.stats()["concurrency_violations"] == 0
-    assert sum(r.rows for r in out["delivered"]) == 7
-    assert [r.status for r in out["failed"]] == ["not_sent"]
+    assert sum(r["rows"] for r in out["delivered"]) == 7
+    assert [r["status"] for r in out["failed"]] == ["not_sent"]
 
 
 class FailOnceAfterPost:
@@ -161,13 +152,14 @@ class FailOnceAfterPost:
 @pytest.mark.parametrize("ledger", [False, True], ids=["idempotency-key", "ledger"])
 def test_a_replayed_bundle_counts_nothing_twice(emulator, tmp_path, ledger):
     marker = tmp_path / "failed-once"
-    settings = Settings(emulator.url, "sum", state_path=str(tmp_path / "state") if ledger else None)
-    out = run(settings, after_send=FailOnceAfterPost(str(marker), "c1"))
+    write = WriteStreaming(settings(emulator, "sum", state_path=str(tmp_path / "state") if ledger else None),
+                           after_send=FailOnceAfterPost(str(marker), "c1"))
+    out = run(write)
     assert marker.exists()  # the failure did happen, and the bundle ran again
     totals = emulator.totals()
     assert (totals["c1"]["2024-09"]["rows"], totals["c1"]["2024-09"]["cost"]) == (5, Decimal("115.5"))
     assert (totals["c2"]["2024-09"]["rows"], totals["c2"]["2024-09"]["cost"]) == (2, Decimal("30"))
     replays = emulator.stats()["idempotent_replays"]
-    already = [r for r in out["delivered"] if r.status == "already_delivered"]
+    already = [r for r in out["delivered"] if r["status"] == "already_delivered"]
     # The replayed POST reached CloudZero under its first key (a replay), or the ledger skipped it.
     assert (len(already), replays) == ((1, 0) if ledger else (0, 1))

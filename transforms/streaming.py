@@ -29,12 +29,14 @@ from anycost import api_key, cbf, delivery, hour_units, hourly, rows as cbf_rows
 from anycost.client import AnyCostClient
 from anycost.retry import RetryPolicy
 from anycost.run_state import RunState
+from transforms import result as results
 from transforms.aggregate import hour_windows
 
 LOG = logging.getLogger("cloudzero.streaming")
 REJECTED, FAILED = "rejected", "failed"
 DRY_RUN, VALIDATE_ONLY = "dry_run", "validate_only"
 _BATCH_ROWS = 2000  # dict rows validated together: Arrow works per batch, not per row
+_GOOD = {delivery.DELIVERED, delivery.ALREADY_DELIVERED, delivery.DRY_RUN, delivery.VALID}
 
 
 def _too_late_reason(hour, arrived, lateness):
@@ -214,19 +216,24 @@ class SendPanes(beam.DoFn):
             return
         bodies, refused = hour_units.pane_bodies(pane, s.operation, s.max_body_bytes)
         if refused:
-            results = [self._unsent(pane, delivery.FAILED, refused)]
+            sent = [self._unsent(pane, delivery.FAILED, refused)]
         elif action == hour_units.HELD:
             Metrics.counter("cloudzero", "panes_held").inc()
-            results = [delivery.result_for(b, delivery.NOT_SENT, message=reason) for b in bodies]
+            sent = [delivery.result_for(b, delivery.NOT_SENT, message=reason) for b in bodies]
             if not bodies:  # only rejected rows so far: still say the hour is held
-                results = [self._unsent(pane, delivery.NOT_SENT, reason)]
+                sent = [self._unsent(pane, delivery.NOT_SENT, reason)]
         else:
-            results = self._send(bodies)
+            sent = self._send(bodies)
         if self._after_send is not None:
-            self._after_send(pane, results)
-        for result in results:
-            ok = result.status in (delivery.DELIVERED, delivery.ALREADY_DELIVERED, delivery.DRY_RUN, delivery.VALID)
-            yield result if ok else beam.pvalue.TaggedOutput(FAILED, result)
+            self._after_send(pane, sent)
+        for result in sent:
+            record = results.record(result)
+            if result.status in _GOOD:
+                if not record["message"]:
+                    record["message"] = f"hour {pane.hour}, pane {pane.pane}"
+                yield record
+            else:
+                yield beam.pvalue.TaggedOutput(FAILED, record)
 
     @userstate.on_timer(FORGET)
     def forget_hours(self, book_state=beam.DoFn.StateParam(BOOK), forget=beam.DoFn.TimerParam(FORGET),
@@ -253,11 +260,11 @@ class SendPanes(beam.DoFn):
             return [delivery.result_for(b, delivery.FAILED, message=self._key_error) for b in bodies]
         sender = delivery.ConnectionSender(self._client, RetryPolicy(s.max_attempts, s.max_retry_seconds),
                                            state=self._ledger)
-        results = sender.validate(bodies) if mode == VALIDATE_ONLY else sender.send(bodies)
-        sent = [r for r in results if r.status == delivery.DELIVERED]
+        outcome = sender.validate(bodies) if mode == VALIDATE_ONLY else sender.send(bodies)
+        sent = [r for r in outcome if r.status == delivery.DELIVERED]
         Metrics.counter("cloudzero", "bodies_sent").inc(len(sent))
         Metrics.counter("cloudzero", "bytes_sent").inc(sum(r.bytes for r in sent))
-        return results
+        return outcome
 
 
 def write_body(output_dir, body):
@@ -271,9 +278,10 @@ def write_body(output_dir, body):
 class WriteStreaming(beam.PTransform):
     """The unbounded half of `WriteToAnyCost` (which chooses it for unbounded input).
 
-    Returns a dict of PCollections: "delivered" and "failed" (`delivery.BodyResult`s) and
-    "rejected" (`{"reason", "values"}` per rejected row). `settings` is the write path's
-    settings (`anycost.config.WriteSettings`); `after_send` is a hook for tests."""
+    Returns a `WriteToAnyCostResult` with the same records as the bounded path: `delivered`
+    and `failed` (one dict per body, a delivered one's message naming its hour and pane) and
+    `rejected` (`{"reason", "values"}` per row). `settings` is the write path's settings
+    (`anycost.config.WriteSettings`); `after_send` is a hook for tests only."""
 
     def __init__(self, settings, after_send=None):
         super().__init__()
@@ -291,12 +299,12 @@ class WriteStreaming(beam.PTransform):
         accumulation = (trigger.AccumulationMode.ACCUMULATING if s.operation == hour_units.REPLACE_HOURLY
                         else trigger.AccumulationMode.DISCARDING)
         parts = rows | "ToHourParts" >> beam.ParDo(ToHourParts(s)).with_outputs(REJECTED, main="parts")
-        results = (parts.parts
-                   | "HourWindows" >> hour_windows(s.allowed_lateness_seconds, accumulation)
-                   | "GroupByHour" >> beam.GroupByKey().with_input_types(
-                       typing.Tuple[typing.Tuple[str, str], typing.Any])
-                   | "ToPane" >> beam.ParDo(ToPane())
-                   | "OneKeyPerConnection" >> beam.WindowInto(window.GlobalWindows())
-                   | "SendPanes" >> beam.ParDo(SendPanes(s, self._after_send)).with_input_types(
-                       typing.Tuple[str, typing.Any]).with_outputs(FAILED, main="delivered"))
-        return {"delivered": results.delivered, "failed": results[FAILED], "rejected": parts[REJECTED]}
+        sent = (parts.parts
+                | "HourWindows" >> hour_windows(s.allowed_lateness_seconds, accumulation)
+                | "GroupByHour" >> beam.GroupByKey().with_input_types(
+                    typing.Tuple[typing.Tuple[str, str], typing.Any])
+                | "ToPane" >> beam.ParDo(ToPane())
+                | "OneKeyPerConnection" >> beam.WindowInto(window.GlobalWindows())
+                | "SendPanes" >> beam.ParDo(SendPanes(s, self._after_send)).with_input_types(
+                    typing.Tuple[str, typing.Any]).with_outputs(FAILED, main="delivered"))
+        return results.WriteToAnyCostResult(sent.delivered, sent[FAILED], parts[REJECTED])
