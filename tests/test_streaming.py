@@ -15,7 +15,7 @@ from apache_beam.transforms import window
 
 from anycost import config, hourly
 from anycost_emulator import Emulator
-from transforms import WriteToAnyCost
+from transforms import AggregateHourly, WriteToAnyCost
 from transforms.streaming import WriteStreaming
 
 KEY_ENV = "STREAMING_TEST_KEY"
@@ -163,3 +163,25 @@ def test_a_replayed_bundle_counts_nothing_twice(emulator, tmp_path, ledger):
     already = [r for r in out["delivered"] if r["status"] == "already_delivered"]
     # The replayed POST reached CloudZero under its first key (a replay), or the ledger skipped it.
     assert (len(already), replays) == ((1, 0) if ledger else (0, 1))
+
+
+def test_usage_events_aggregated_per_hour_then_replaced_hour_by_hour(emulator):
+    """The README's streaming example: events -> AggregateHourly -> WriteToAnyCost(replace_hourly)."""
+    events = [row("c1", 5, minute, "0.1") for minute in range(0, 60, 5)]  # twelve events of 0.1
+    stream = (test_stream.TestStream()
+              .advance_watermark_to(H0)
+              .add_elements(at(3000, *events))
+              .advance_watermark_to(H0 + 3601)
+              .add_elements(at(3700, row("c1", 5, 59, "0.05"), row("c1", 6, 1, "2")))  # 05 late, 06 on time
+              .advance_watermark_to_infinity())
+    options = PipelineOptions(["--runner=BundleBasedDirectRunner", "--streaming"])
+    with beam.Pipeline(options=options) as p:
+        result = (p | stream | AggregateHourly(allowed_lateness_seconds=LATENESS)
+                  | WriteToAnyCost(stream_column="conn", operation="replace_hourly", api_url=emulator.url,
+                                   api_key_env=KEY_ENV, allowed_lateness_seconds=LATENESS))
+        result.failed | beam.Map(_Collect("failed"))
+    assert _Collect.take("failed") == []
+    # Hour 05: the on-time sum (1.2) and the late delta (0.05), sent whole again; no event row left.
+    assert stored_hours(emulator) == {("c1", "05"): (2, Decimal("1.25")), ("c1", "06"): (1, Decimal("2"))}
+    assert {r["time/usage_start"] for r in emulator.rows("c1", "2024-09")} == {
+        "2024-09-01T05:00:00Z", "2024-09-01T06:00:00Z"}
