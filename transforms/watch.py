@@ -62,6 +62,7 @@ def write_json(path, record):
         handle.write(json.dumps(record, sort_keys=True).encode())
 
 
+@beam.typehints.with_output_types(typing.Tuple[str, typing.Any])
 class DiscoverAndRead(beam.DoFn):
     """("watch", [FileIdentity]) -> (connection, FileUnit) for each new file.
 
