@@ -99,14 +99,23 @@ def stored_hours(emulator):
     return hours
 
 
+# What the emulator must hold at the end, per (connection, UTC hour): (rows, cost). Not the
+# 1000 that came too late, nor c2's hour 07, held back by its bad row.
+EXPECTED_HOURS = {
+    ("c1", "05"): (2, Decimal("3.5")), ("c2", "05"): (1, Decimal("10")),
+    ("c1", "06"): (2, Decimal("104")), ("c2", "06"): (1, Decimal("20")),
+    ("c1", "07"): (1, Decimal("8")),
+}
+
+
+def write_to_anycost(emulator, operation):
+    return WriteToAnyCost(stream_column="conn", operation=operation, api_url=emulator.url, api_key_env=KEY_ENV,
+                          allowed_lateness_seconds=LATENESS)
+
+
 def test_replace_hourly_sends_each_hour_whole_and_again_with_its_late_rows(emulator):
-    out = run(WriteToAnyCost(stream_column="conn", operation="replace_hourly", api_url=emulator.url,
-                             api_key_env=KEY_ENV, allowed_lateness_seconds=LATENESS))
-    assert stored_hours(emulator) == {
-        ("c1", "05"): (2, Decimal("3.5")), ("c2", "05"): (1, Decimal("10")),
-        ("c1", "06"): (2, Decimal("104")), ("c2", "06"): (1, Decimal("20")),
-        ("c1", "07"): (1, Decimal("8")),
-    }
+    out = run(write_to_anycost(emulator, "replace_hourly"))
+    assert stored_hours(emulator) == EXPECTED_HOURS
     assert emulator.stats()["concurrency_violations"] == 0
     # c1 06 went twice (on time with 1 row, then whole with its late row); every other hour once.
     assert sorted((r["connection_id"], r["rows"], r["message"]) for r in out["delivered"]) == [
@@ -124,13 +133,8 @@ def test_replace_hourly_sends_each_hour_whole_and_again_with_its_late_rows(emula
 
 
 def test_sum_sends_every_row_once_late_rows_included(emulator):
-    out = run(WriteToAnyCost(stream_column="conn", operation="sum", api_url=emulator.url,
-                             api_key_env=KEY_ENV, allowed_lateness_seconds=LATENESS))
-    assert stored_hours(emulator) == {
-        ("c1", "05"): (2, Decimal("3.5")), ("c2", "05"): (1, Decimal("10")),
-        ("c1", "06"): (2, Decimal("104")), ("c2", "06"): (1, Decimal("20")),
-        ("c1", "07"): (1, Decimal("8")),
-    }
+    out = run(write_to_anycost(emulator, "sum"))
+    assert stored_hours(emulator) == EXPECTED_HOURS
     assert emulator.stats()["concurrency_violations"] == 0
     assert sum(r["rows"] for r in out["delivered"]) == 7
     assert [r["status"] for r in out["failed"]] == ["not_sent"]
@@ -177,8 +181,7 @@ def test_usage_events_aggregated_per_hour_then_replaced_hour_by_hour(emulator):
     options = PipelineOptions(["--runner=BundleBasedDirectRunner", "--streaming"])
     with beam.Pipeline(options=options) as p:
         result = (p | stream | AggregateHourly(allowed_lateness_seconds=LATENESS)
-                  | WriteToAnyCost(stream_column="conn", operation="replace_hourly", api_url=emulator.url,
-                                   api_key_env=KEY_ENV, allowed_lateness_seconds=LATENESS))
+                  | write_to_anycost(emulator, "replace_hourly"))
         result.failed | beam.Map(_Collect("failed"))
     assert _Collect.take("failed") == []
     # Hour 05: the on-time sum (1.2) and the late delta (0.05), sent whole again; no event row left.

@@ -188,16 +188,8 @@ class SendPanes(beam.DoFn):
 
     def setup(self):
         s = self._settings
-        self._client, self._key_error = None, None
         self._ledger = RunState(s.state_path) if s.state_path else None
-        if getattr(s, "mode", "send") == DRY_RUN:
-            return
-        try:
-            self._client = AnyCostClient(s.api_url, api_key.load(s.api_key_env, s.api_key_secret),
-                                         getattr(s, "connect_timeout", 10.0), getattr(s, "read_timeout", 300.0),
-                                         s.test_namespace)
-        except api_key.ApiKeyError as err:
-            self._key_error = str(err)
+        self._client, self._key_error = connect(s) if s.mode != DRY_RUN else (None, None)
 
     def teardown(self):
         if self._client is not None:
@@ -253,7 +245,7 @@ class SendPanes(beam.DoFn):
 
     def _send(self, bodies):
         s = self._settings
-        mode = getattr(s, "mode", "send")
+        mode = s.mode
         if mode == DRY_RUN:
             return [delivery.result_for(b, delivery.DRY_RUN, message=write_body(s.output_dir, b)) for b in bodies]
         if self._key_error:
@@ -265,6 +257,17 @@ class SendPanes(beam.DoFn):
         Metrics.counter("cloudzero", "bodies_sent").inc(len(sent))
         Metrics.counter("cloudzero", "bytes_sent").inc(sum(r.bytes for r in sent))
         return outcome
+
+
+def connect(settings):
+    """(HTTP client, None) for a sender's worker, or (None, why the key could not be read).
+    Called in `DoFn.setup()`: the key lives in the worker's memory only."""
+    try:
+        key = api_key.load(settings.api_key_env, settings.api_key_secret)
+    except api_key.ApiKeyError as err:
+        return None, str(err)
+    return AnyCostClient(settings.api_url, key, settings.connect_timeout, settings.read_timeout,
+                         settings.test_namespace), None
 
 
 def write_body(output_dir, body):
@@ -288,7 +291,7 @@ class WriteStreaming(beam.PTransform):
         if settings.operation not in (hour_units.SUM, hour_units.REPLACE_HOURLY):
             raise ValueError(f"operation {settings.operation!r} needs bounded input: on unbounded input "
                              "use replace_hourly (each hour replaced whole) or sum")
-        if getattr(settings, "verify", False) or getattr(settings, "mode", "send") == "verify_only":
+        if settings.verify or settings.mode == "verify_only":
             raise ValueError("verify reads whole months back, which an unbounded input never finishes: "
                              "use it with bounded input")
         self._settings = settings

@@ -25,11 +25,10 @@ from apache_beam.transforms import userstate
 from apache_beam.transforms.periodicsequence import PeriodicImpulse
 from apache_beam.utils.timestamp import MAX_TIMESTAMP
 
-from anycost import api_key, delivery, file_units, normalise
-from anycost.client import AnyCostClient
+from anycost import delivery, file_units, normalise
 from anycost.retry import RetryPolicy
 from anycost.run_state import RunState
-from transforms.streaming import write_body
+from transforms.streaming import connect, write_body
 
 LOG = logging.getLogger("cloudzero.watch")
 FILES_DIR, UNITS_DIR = "files", "units"
@@ -125,15 +124,8 @@ class SendFiles(beam.DoFn):
 
     def setup(self):
         c = self._config
-        self._client, self._key_error = None, None
         self._ledger = RunState(c.state_path) if c.state_path else None
-        if not c.needs_api_key:
-            return
-        try:
-            self._client = AnyCostClient(c.api_url, api_key.load(c.api_key_env, c.api_key_secret),
-                                         c.connect_timeout, c.read_timeout, c.test_namespace)
-        except api_key.ApiKeyError as err:
-            self._key_error = str(err)
+        self._client, self._key_error = connect(c) if c.needs_api_key else (None, None)
 
     def teardown(self):
         if self._client is not None:
