@@ -112,42 +112,17 @@ class WriteSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class RunConfig:
-    inputs: Tuple[str, ...]
-    connection_id: Optional[str] = None
-    stream_column: Optional[str] = None
-    api_url: str = "https://api.cloudzero.com"
-    api_key_env: str = "CLOUDZERO_API_KEY"
-    api_key_secret: Optional[str] = None
-    operation: str = "sum"
-    max_body_bytes: int = cbf.MAX_BODY_BYTES
+class RunConfig(WriteSettings):
+    """The command line's run: the write settings (its messages name flags) plus the inputs
+    and where the dead letter and the report go."""
+    inputs: Tuple[str, ...] = ()
     dead_letter_path: Optional[str] = None
-    max_rejected_rows: int = 0
-    mode: str = SEND
-    output_dir: Optional[str] = None
     report_path: Optional[str] = None
-    verify: bool = False
-    test_namespace: Optional[str] = None
-    state_path: Optional[str] = None
-    max_attempts: int = 8
-    max_retry_seconds: float = 600.0
-    connect_timeout: float = 10.0
-    read_timeout: float = 300.0
-    max_concurrent_streams: int = 8
+    option_prefix: str = "--"
     watch: bool = False  # --watch: poll the patterns and upload each new file once
     poll_interval: float = 60.0
     watch_timeout: Optional[float] = None  # seconds; None: until the job is cancelled
-    option_prefix = "--"  # messages name flags (a class attribute, not a field)
-
-    def normalise_settings(self):
-        return Settings(self.connection_id, self.stream_column, self.operation, self.max_body_bytes)
 
     def write_settings(self):
-        """The write path's share of the command line's flags; its messages name the flags."""
-        shared = {field.name for field in dataclasses.fields(WriteSettings)} & {
-            field.name for field in dataclasses.fields(self)}
-        return WriteSettings(option_prefix=self.option_prefix, **{name: getattr(self, name) for name in shared})
-
-    @property
-    def needs_api_key(self):
-        return self.mode != DRY_RUN
+        """The write path's share of the command line's flags."""
+        return WriteSettings(**{field.name: getattr(self, field.name) for field in dataclasses.fields(WriteSettings)})
