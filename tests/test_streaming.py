@@ -8,6 +8,7 @@ import os
 from decimal import Decimal
 
 import apache_beam as beam
+import pyarrow as pa
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing import test_stream
@@ -188,3 +189,33 @@ def test_usage_events_aggregated_per_hour_then_replaced_hour_by_hour(emulator):
     assert stored_hours(emulator) == {("c1", "05"): (2, Decimal("1.25")), ("c1", "06"): (1, Decimal("2"))}
     assert {r["time/usage_start"] for r in emulator.rows("c1", "2024-09")} == {
         "2024-09-01T05:00:00Z", "2024-09-01T06:00:00Z"}
+
+
+def test_record_batches_are_split_by_hour_and_a_batch_too_late_or_an_odd_element_is_rejected(emulator):
+    def batch(*rows):
+        return pa.RecordBatch.from_pylist([{"time/usage_start": start, "cost/cost": Decimal(cost)}
+                                           for start, cost in rows],
+                                          schema=pa.schema([("time/usage_start", pa.string()),
+                                                            ("cost/cost", pa.decimal128(10, 2))]))
+    stream = (test_stream.TestStream()
+              .advance_watermark_to(H0)
+              .add_elements(at(1000, batch(("2024-09-01T05:10:00Z", "1.10"), ("2024-09-01T06:10:00Z", "2.20"),
+                                           ("2024-09-01T05:20:00Z", "3.30"))))
+              .add_elements(at(1100, "not a row"))
+              .advance_watermark_to(H0 + 7201)
+              .add_elements(at(7300 + LATENESS, batch(("2024-09-01T05:30:00Z", "9.99"),
+                                                      ("2024-09-01T05:40:00Z", "9.99"))))
+              .advance_watermark_to_infinity())
+    options = PipelineOptions(["--runner=BundleBasedDirectRunner", "--streaming"])
+    with beam.Pipeline(options=options) as p:
+        result = p | stream | WriteToAnyCost(connection_id="c1", operation="replace_hourly", api_url=emulator.url,
+                                             api_key_env=KEY_ENV, allowed_lateness_seconds=LATENESS)
+        result.rejected | beam.Map(_Collect("rejected"))
+    assert stored_hours(emulator) == {("c1", "05"): (2, Decimal("4.40")), ("c1", "06"): (1, Decimal("2.20"))}
+    rejected = _Collect.take("rejected")
+    (odd,) = [r for r in rejected if "element" in r["values"]]
+    assert "neither a dict nor a pyarrow.RecordBatch" in odd["reason"]
+    rejected.remove(odd)
+    assert len(rejected) == 2 and all("beyond allowed_lateness_seconds" in r["reason"] for r in rejected)
+    assert sorted(r["values"]["time/usage_start"] for r in rejected) == ["2024-09-01T05:30:00Z", "2024-09-01T05:40:00Z"]
+    assert all(r["values"]["cost/cost"] == "9.99" for r in rejected)

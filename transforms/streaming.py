@@ -13,11 +13,13 @@ the pane and the body's bytes, and bodies are sorted canonically, so a bundle th
 replays sends the same bytes under the same keys: CloudZero answers it as a replay, and the
 ledger (`state_path`) skips it. No processing-time timers: the watermark drives everything.
 """
+import json
 import logging
 import typing
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, userstate, window
@@ -75,7 +77,17 @@ class ToHourParts(beam.DoFn):
             if len(self._rows) >= _BATCH_ROWS:
                 yield from self._flush()
             return
-        yield from self._emit(cbf_rows.normalise_record_batch(element, self._settings), arrived)
+        if isinstance(element, pa.Table):
+            for batch in element.to_batches():
+                yield from self._emit(cbf_rows.normalise_record_batch(batch, self._settings), arrived)
+        elif isinstance(element, pa.RecordBatch):
+            yield from self._emit(cbf_rows.normalise_record_batch(element, self._settings), arrived)
+        else:
+            self._rows_read.inc()
+            self._rows_rejected.inc()
+            yield _global(beam.pvalue.TaggedOutput(REJECTED, cbf_rows.reject(
+                f"an element of type {type(element).__name__} is neither a dict nor a pyarrow.RecordBatch",
+                {"element": repr(element)[:200]})))
 
     def finish_bundle(self):
         yield from self._flush()
@@ -123,8 +135,8 @@ class ToHourParts(beam.DoFn):
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         reason = _too_late_reason(hour, arrived, self._lateness)
         for start, end in zip(offsets[:-1], offsets[1:]):
-            yield _global(beam.pvalue.TaggedOutput(REJECTED, cbf_rows.reject(reason, {
-                "json": part.rows[start:end - 1].decode()})))
+            yield _global(beam.pvalue.TaggedOutput(REJECTED, cbf_rows.reject(
+                reason, json.loads(part.rows[start:end - 1]))))
 
     def _unit_of(self, row_values):
         """(connection, hour) a rejected row belongs to, when both can be read."""
