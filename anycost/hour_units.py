@@ -17,7 +17,8 @@ from anycost.normalise import BODY_SUFFIX, body_prefix
 
 REPLACE_HOURLY, SUM = "replace_hourly", "sum"
 # Every rendered row opens with `{"time/usage_start":"YYYY-MM-DDTHH`: its hour is at a fixed place.
-_HOUR_AT = len('{"time/usage_start":"')
+_OPENING = b'{"time/usage_start":"'
+_HOUR_AT = len(_OPENING)
 _HOUR_CHARS = len("YYYY-MM-DDTHH")
 HOUR_SECONDS = 3600
 
@@ -67,6 +68,9 @@ def split_by_hour(rows: bytes, lengths: np.ndarray) -> List[Tuple[str, HourPart]
     lengths = np.asarray(lengths, np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     data = np.frombuffer(rows, np.uint8)
+    opening = data[offsets[:-1, None] + np.arange(_HOUR_AT)]
+    if not (opening == np.frombuffer(_OPENING, np.uint8)).all():  # normalise's layout is what we read
+        raise ValueError("rendered rows must open with their time/usage_start")
     picks = offsets[:-1, None] + np.arange(_HOUR_AT, _HOUR_AT + _HOUR_CHARS)
     hours = data[picks].copy().view(f"S{_HOUR_CHARS}").ravel()
     names, inverse = np.unique(hours, return_inverse=True)

@@ -3,6 +3,7 @@ import json
 import random
 
 import numpy as np
+import pytest
 
 from anycost import hour_units, hourly
 
@@ -85,3 +86,9 @@ def test_a_replace_hourly_hour_must_fit_one_body():
     assert bodies == [] and "do not fit in one body of 2000 bytes" in refused
     (body,), refused = hour_units.pane_bodies(pane(0, *rows), "replace_hourly", 50_000)
     assert refused is None and body.row_count == 200
+
+
+def test_rows_that_do_not_open_with_their_usage_start_are_refused_not_misfiled():
+    data = b'{"cost/cost":"1","time/usage_start":"2024-09-01T05:00:00Z"},'
+    with pytest.raises(ValueError, match="open with their time/usage_start"):
+        hour_units.split_by_hour(data, np.array([len(data)], np.int32))
