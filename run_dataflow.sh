@@ -10,7 +10,8 @@ Usage: ./run_dataflow.sh [--print] [--help] [--] [PIPELINE ARGS...]
 Launches `python -m pipeline` on Dataflow (DataflowRunner, --setup_file ./setup.py), reading
 the API key on the workers from Google Secret Manager. Arguments after the script's own flags
 are passed to the pipeline unchanged (pipeline flags such as --operation or --verify, or Beam
-options such as --max_num_workers or --labels=team=finops).
+options such as --max_num_workers or --labels=team=finops). With --watch, the script adds
+--streaming: the job polls the patterns and uploads each new file until it is cancelled.
 
 Script flags:
   --print   print the exact command, shell-quoted on one line, and launch nothing
@@ -103,6 +104,18 @@ cmd+=("--api_key_secret=$API_KEY_SECRET"
 [[ -z "${DEAD_LETTER_PATH:-}" ]] || cmd+=("--dead_letter_path=$DEAD_LETTER_PATH")
 [[ -z "${REPORT_PATH:-}" ]] || cmd+=("--report_path=$REPORT_PATH")
 [[ -z "${JOB_NAME:-}" ]] || cmd+=("--job_name=$JOB_NAME")
+# --watch makes the job a streaming one on Dataflow (it polls the patterns until cancelled).
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  case "${args[i],,}" in
+    --watch|--watch=true|--watch=1|--watch=yes)
+      next="${args[i + 1]:-}"
+      if [[ "${args[i],,}" != --watch || ! "${next,,}" =~ ^(false|0|no)$ ]]; then
+        cmd+=("--streaming")
+        break
+      fi ;;
+  esac
+done
 cmd+=("$@")
 
 # The key never travels as a flag: refuse a command that holds its value or names it.

@@ -136,6 +136,9 @@ class RunConfig(WriteSettings):
     currency: str = "USD"
     dropped_columns: Tuple[str, ...] = ()  # found at planning, for the report
     input_warnings: Tuple[str, ...] = ()  # found at planning (empty files), for the report
+    watch: bool = False  # --watch: poll the patterns and upload each new file once
+    poll_interval: float = 60.0
+    watch_timeout: Optional[float] = None  # seconds; None: until the job is cancelled
 
     def normalise_settings(self):
         return Settings(self.connection_id, self.stream_column, self.operation, self.max_body_bytes,

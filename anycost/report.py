@@ -62,10 +62,12 @@ def _month_status(entry, gate):
 
 
 def build(config, stats, summaries, results, dead_letter_files=(), file_errors=(), verifications=(),
-          input_rules=None, reject_reasons=()):
-    """The report as a JSON-able dict; `ok` says whether the run did everything it should."""
+          input_rules=None, reject_reasons=(), gated_per_unit=False):
+    """The report as a JSON-able dict; `ok` says whether the run did everything it should.
+    `gated_per_unit`: the sender held back each unit (a watched file) over the limits on its
+    own, and the held units are in `results` as not sent, so there is no run-wide gate."""
     rows_read, rows_rejected, file_error_count = stats
-    gate = gate_reason(stats, summaries, config)
+    gate = None if gated_per_unit else gate_reason(stats, summaries, config)
     streams = collections.defaultdict(dict)
     for summary in sorted(summaries, key=lambda s: (s.connection_id, s.month)):
         streams[summary.connection_id][summary.month] = {

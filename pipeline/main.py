@@ -120,6 +120,13 @@ def build_parser():
     add("--currency", type=_currency, default="USD", help="FOCUS rows in another BillingCurrency are rejected")
     add("--wait", dest="wait", action=argparse.BooleanOptionalAction, default=None,
         help="wait for the job and print its report (default: yes, except as a Flex Template)")
+    # --watch: the command line as a streaming job over arriving files (pipeline/watch.py)
+    add("--watch", type=_flag, nargs="?", const=True, default=False, metavar="true|false",
+        help="keep polling --input and upload each new file once, as a streaming job")
+    add("--poll_interval", type=float, default=None, metavar="SECONDS",
+        help="with --watch: seconds between two looks at the patterns (default 60)")
+    add("--watch_timeout", type=float, default=None, metavar="SECONDS",
+        help="with --watch: end the job after this many seconds and print the report (default: run until cancelled)")
     flags.describe(parser)
     return parser
 
@@ -156,6 +163,14 @@ def parse(argv):
         raise UsageError("--max_attempts and --max_concurrent_streams must be at least 1")
     if args.api_key_secret and not api_key.SECRET_RESOURCE.fullmatch(args.api_key_secret):
         raise UsageError("--api_key_secret must look like projects/P/secrets/S/versions/V")
+    if not args.watch and (args.poll_interval is not None or args.watch_timeout is not None):
+        raise UsageError("--poll_interval and --watch_timeout go with --watch")
+    if args.watch and (args.verify or args.verify_only):
+        raise UsageError("--verify reads whole months back, which a watch never finishes; "
+                         "run it without --watch once the files are in")
+    for flag in ("poll_interval", "watch_timeout"):
+        if getattr(args, flag) is not None and not getattr(args, flag) > 0:
+            raise UsageError(f"--{flag} must be a number of seconds above 0")
     config = run_config.RunConfig(
         inputs=tuple(args.input), connection_id=args.connection_id, stream_column=args.stream_column,
         api_url=args.api_url, api_key_env=args.api_key_env or "CLOUDZERO_API_KEY",
@@ -169,7 +184,8 @@ def parse(argv):
         skip_month_check=args.skip_month_check,
         input_format=args.input_format, column_map_file=args.column_map, unknown_columns=args.unknown_columns,
         tag_keys=args.tag_keys or ("sanitize" if args.input_format == sources.FOCUS else "refuse"),
-        csv_delimiter=args.csv_delimiter, currency=args.currency)
+        csv_delimiter=args.csv_delimiter, currency=args.currency,
+        watch=args.watch, poll_interval=args.poll_interval or 60.0, watch_timeout=args.watch_timeout)
     return config, beam_args, args.wait
 
 
@@ -261,6 +277,8 @@ def run(argv=None):
         api_key.from_env(config.api_key_env)  # fail fast, before reading anything
     if config.column_map_file:
         config = dataclasses.replace(config, column_map=files.load_column_map(config.column_map_file))
+    if config.watch:  # files come later: nothing to plan up front
+        return _run_watch(config, options, runner_name, local, wait)
     planned = files.plan(config.inputs, config.normalise_settings())
     splits = planned.splits
     config = dataclasses.replace(config, dropped_columns=planned.dropped_columns, input_warnings=planned.warnings)
@@ -291,6 +309,37 @@ def run(argv=None):
     if local:
         _remove_if_empty(run_folder)
     print(run_report.render(report), flush=True)
+    print(_where_outputs_are(report, report_target, run_folder), flush=True)
+    return run_report.exit_code(report)
+
+
+def _run_watch(config, options, runner_name, local, wait):
+    """--watch: a streaming job; the report is built from its records when it ends."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import StandardOptions
+    from pipeline import watch
+
+    options.view_as(StandardOptions).streaming = True
+    dead_letter, report_target, run_folder = _locations(config, options, local)
+    results_dir = watch.results_dir_for(report_target, _run_id())
+    LOG.info("watching %d pattern(s) every %g s%s; report: %s", len(config.inputs), config.poll_interval,
+             f" for {config.watch_timeout:g} s" if config.watch_timeout else " until cancelled", report_target)
+    p = beam.Pipeline(runner=_runner(runner_name), options=options)
+    watch.build(p, config, dead_letter, results_dir)
+    try:
+        result = p.run()
+        if not wait:
+            LOG.info("job submitted; each file's outcome is written under %s", results_dir)
+            return 0
+        result.wait_until_finish()
+    except KeyboardInterrupt:  # a local watch without --watch_timeout ends here
+        LOG.info("interrupted: the report covers the files handled so far")
+    except Exception as err:  # the job itself broke: one line, the detail in the log
+        LOG.debug("the Beam job failed", exc_info=True)
+        raise JobFailed(f"the watch job did not finish ({type(err).__name__}: {str(err).strip()[:300]}); "
+                        "with --state_path, a restarted watcher sends nothing twice") from None
+    report, text = watch.finish(config, results_dir, report_target)
+    print(text, flush=True)
     print(_where_outputs_are(report, report_target, run_folder), flush=True)
     return run_report.exit_code(report)
 

@@ -40,7 +40,7 @@ AIRFLOW_CHECK = REPO / "scripts" / "airflow_check.sh"
 FAKE_KEY = "cz-fake-key-8d1f0c7e55aa"
 SECRET = "projects/my-project/secrets/cloudzero-api-key/versions/3"
 REQUIRED_ENV = ("PROJECT", "REGION", "TEMP_LOCATION", "INPUT", "API_KEY_SECRET")
-BOOLEAN_FLAGS = {"dry_run", "validate_only", "verify", "verify_only", "skip_month_check"}
+BOOLEAN_FLAGS = {"dry_run", "validate_only", "verify", "verify_only", "skip_month_check", "watch"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,127 @@
+"""--watch: the command line as a streaming job over files that arrive while it runs."""
+import os
+import shlex
+import subprocess
+import threading
+import time
+from decimal import Decimal
+
+import pytest
+
+from anycost_emulator import Emulator
+from tests.support import TEST_KEY, run_cli, write_csv
+
+HEADER = ["time/usage_start", "cost/cost", "resource/service"]
+ROWS_A = [["2024-09-01T05:00:00Z", "1.25", "api"], ["2024-09-02T05:00:00Z", "2", "db"]]
+ROWS_B = [["2024-09-03T05:00:00Z", "10", "api"]]
+
+
+@pytest.fixture
+def emulator(monkeypatch):
+    monkeypatch.setenv("CLOUDZERO_API_KEY", TEST_KEY)
+    with Emulator(api_key=TEST_KEY) as emu:
+        yield emu
+
+
+def place(folder, name, rows):
+    """Written elsewhere, then renamed into place: the watcher only ever sees whole files."""
+    hidden = write_csv(str(folder / f".{name}.tmp"), HEADER, rows)
+    os.replace(hidden, folder / name)
+
+
+def watch_args(emulator, tmp_path, timeout, *extra):
+    return ["--input", str(tmp_path / "inbox" / "*.csv"), "--input", str(tmp_path / "later" / "*.parquet"),
+            "--connection_id", "c1", "--api_url", emulator.url, "--watch", "--poll_interval", "0.2",
+            "--watch_timeout", str(timeout), "--state_path", str(tmp_path / "state"),
+            f"--report_path={tmp_path / 'report.json'}", f"--dead_letter_path={tmp_path / 'rejected'}", *extra]
+
+
+def after_posts(emulator, count, action, deadline=30.0):
+    """Run `action` once the emulator has seen `count` POSTs (so the watcher is up and polling)."""
+    def wait_then_act():
+        give_up = time.monotonic() + deadline
+        while emulator.stats()["post_count"] < count and time.monotonic() < give_up:
+            time.sleep(0.05)
+        action()
+    thread = threading.Thread(target=wait_then_act, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_files_written_while_watching_are_each_delivered_once_and_a_restart_posts_nothing(
+        emulator, tmp_path, capsys):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    place(inbox, "a.csv", ROWS_A)  # there before the watcher starts
+    writers = [after_posts(emulator, 1, lambda: place(inbox, "b.csv", ROWS_B)),
+               after_posts(emulator, 2, lambda: place(inbox, "c.csv", ROWS_B))]  # same rows: a second delivery
+    code, report, printed = run_cli(watch_args(emulator, tmp_path, 6), capsys)
+    for writer in writers:
+        writer.join()
+    assert code == 0, printed
+    assert sorted(os.path.basename(path) for path in report["files_found"]) == ["a.csv", "b.csv", "c.csv"]
+    month = emulator.totals()["c1"]["2024-09"]
+    assert (month["rows"], month["cost"]) == (4, Decimal("23.25"))
+    assert emulator.stats()["post_count"] == 3  # one body per file, each once
+    assert emulator.stats()["concurrency_violations"] == 0
+    assert "result: OK" in printed and "files found: 3" in printed
+
+    code, report, printed = run_cli(watch_args(emulator, tmp_path, 1.5), capsys)
+    assert code == 0, printed
+    assert emulator.stats()["post_count"] == 3  # the restarted watcher posted nothing
+    assert report["bodies_already_delivered"] == 3 and report["bodies_sent"] == 0
+
+
+def test_a_file_over_the_reject_limit_is_held_back_whole_and_the_others_go_on(emulator, tmp_path, capsys):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    place(inbox, "good.csv", ROWS_B)
+    place(inbox, "bad.csv", ROWS_A + [["2024-09-04T05:00:00Z", "lots", "api"]])
+    code, report, printed = run_cli(watch_args(emulator, tmp_path, 1.5), capsys)
+    assert code == 1
+    month = emulator.totals()["c1"]["2024-09"]
+    assert (month["rows"], month["cost"]) == (1, Decimal("10"))  # good.csv only
+    (held,) = report["files_held"]
+    assert held.endswith("bad.csv") and "1 rows were rejected" in report["files_held"][held]
+    assert report["rows_rejected"] == 1 and report["blocked"] is None
+    assert "bad.csv" in printed and "result: FAILED" in printed
+    (dead_letter,) = report["dead_letter_files"]
+    assert "lots" in open(dead_letter).read()
+
+
+def test_watched_files_are_read_with_the_input_switches(emulator, tmp_path, capsys):
+    """A watched file goes through the same input rules as a batch run: here a `;` delimiter,
+    a column map and an extra column dropped."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (tmp_path / "map.json").write_text('{"usage_date": "time/usage_start", "amount": "cost/cost"}')
+    (inbox / ".a.tmp").write_text("usage_date;amount;notes\n2024-09-01;1.10;first\n2024-09-02;2.20;second\n")
+    os.replace(inbox / ".a.tmp", inbox / "a.csv")
+    code, report, printed = run_cli(watch_args(emulator, tmp_path, 1.5, "--csv_delimiter", ";", "--column_map",
+                                               str(tmp_path / "map.json"), "--unknown_columns", "drop"), capsys)
+    assert code == 0, printed
+    month = emulator.totals()["c1"]["2024-09"]
+    assert (month["rows"], month["cost"]) == (2, Decimal("3.30"))
+    stored = emulator.rows("c1", "2024-09")
+    assert [row["time/usage_start"] for row in stored] == ["2024-09-01T00:00:00Z", "2024-09-02T00:00:00Z"]
+    assert not any("notes" in row for row in stored)
+
+
+def test_watch_flags_go_together(capsys):
+    code, _, printed = run_cli(["--input", "x.csv", "--connection_id", "c1", "--watch_timeout", "5"], capsys)
+    assert code == 2 and "go with --watch" in printed
+
+
+@pytest.mark.parametrize("args,streaming", [
+    (["--watch", "--poll_interval", "30"], True), (["--watch=true"], True), (["--watch", "false"], False),
+    (["--operation", "sum"], False)])
+def test_run_dataflow_sh_launches_a_streaming_job_for_watch(tmp_path, args, streaming):
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "PROJECT": "p",
+           "REGION": "europe-west1", "TEMP_LOCATION": "gs://b/tmp", "INPUT": "gs://b/cbf/*.csv",
+           "CONNECTION_ID": "c1", "API_KEY_SECRET": "projects/p/secrets/s/versions/1"}
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run_dataflow.sh")
+    done = subprocess.run(["bash", script, "--print", *args], env=env, capture_output=True, text=True, timeout=60)
+    argv = shlex.split(done.stdout)
+    assert done.returncode == 0, done.stderr
+    assert ("--streaming" in argv) == streaming
+    assert argv[-len(args):] == args  # the pipeline's own flags stay as given, at the end

@@ -1,0 +1,209 @@
+"""WatchAndSend: `--watch` as a streaming job over arriving files.
+
+    PeriodicImpulse (every poll_interval, until the timeout)
+      -> ListFiles: every file the patterns match now, with its identity (path, size, mtime)
+      -> DiscoverAndRead (one key: files are found, read and numbered one at a time)
+           new files only, each read whole and gated alone; per connection a gap-free sequence
+      -> SendFiles (keyed by connection: one request in flight; files sent in the order found)
+
+A fresh job sees every file that already matches: only the ledger (`state_path`) keeps a
+restarted watcher from sending them again, because each body's key names its file.
+Each file's outcome is written as a small JSON record under `results_dir` (one object per
+file and connection, overwritten whole on a replay), from which the command line builds
+the usual report when the job ends. `fileio.MatchContinuously` is not used: offline it
+ignores the poll interval and misses files added later (see the README).
+"""
+import dataclasses
+import json
+import logging
+import time
+import typing
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms import userstate
+from apache_beam.transforms.periodicsequence import PeriodicImpulse
+from apache_beam.utils.timestamp import MAX_TIMESTAMP
+
+from anycost import delivery, file_units, normalise
+from anycost.retry import RetryPolicy
+from anycost.run_state import RunState
+from transforms.streaming import connect, write_body
+
+LOG = logging.getLogger("cloudzero.watch")
+FILES_DIR, UNITS_DIR = "files", "units"
+
+
+class FileUnit(typing.NamedTuple):
+    """One file's rows for one connection, numbered in the order files were found."""
+    seq: int
+    identity: file_units.FileIdentity
+    months: dict  # month -> [Chunk]
+    held: typing.Optional[str]
+
+
+def list_files(patterns):
+    """Every file the patterns match now, oldest first; a pattern matching nothing is fine."""
+    found = {}
+    for pattern in patterns:
+        try:
+            matches = FileSystems.match([pattern])[0].metadata_list
+        except Exception:  # pylint: disable=broad-except  # nothing matches yet: files come later
+            continue
+        for metadata in matches:
+            found[metadata.path] = file_units.FileIdentity(metadata.path, int(metadata.size_in_bytes),
+                                                           float(metadata.last_updated_in_seconds))
+    return sorted(found.values(), key=lambda identity: (identity.mtime, identity.path))
+
+
+def write_json(path, record):
+    with FileSystems.create(path) as handle:
+        handle.write(json.dumps(record, sort_keys=True).encode())
+
+
+@beam.typehints.with_output_types(typing.Tuple[str, typing.Any])
+class DiscoverAndRead(beam.DoFn):
+    """("watch", [FileIdentity]) -> (connection, FileUnit) for each new file.
+
+    One key, so files are found and numbered one at a time: each connection's units get a
+    gap-free sequence the sender follows. A file's dead letter and its record go to fixed
+    paths named by its identity, so a replayed bundle rewrites them, never adds to them."""
+    SEEN = userstate.BagStateSpec("seen", beam.coders.StrUtf8Coder())
+    NEXT = userstate.ReadModifyWriteStateSpec("next", beam.coders.PickleCoder())
+
+    def __init__(self, settings: normalise.Settings, max_rejected_rows, dead_letter_prefix, results_dir):
+        self._settings = settings
+        self._limit = max_rejected_rows
+        self._dead_letter = dead_letter_prefix
+        self._results = results_dir
+
+    def process(self, element, seen_state=beam.DoFn.StateParam(SEEN), next_state=beam.DoFn.StateParam(NEXT)):
+        _, identities = element
+        seen = set(seen_state.read())
+        following = next_state.read() or {}
+        for identity in identities:
+            if identity.text in seen:
+                continue
+            seen.add(identity.text)
+            seen_state.add(identity.text)
+            read = file_units.read_file(identity, self._settings, self._limit)
+            LOG.info("found %s: %d rows, %d rejected%s", identity.path, read.rows_read, len(read.rejects),
+                     f"; held back: {read.held}" if read.held else "")
+            dead_letter = self._write_dead_letter(read)
+            write_json(FileSystems.join(self._results, FILES_DIR, identity.digest + ".json"), {
+                "path": identity.path, "identity": identity.text, "rows_read": read.rows_read,
+                "rows_rejected": len(read.rejects), "held": read.held, "file_error": read.file_error,
+                "dead_letter": dead_letter, "connections": sorted(read.chunks)})
+            for connection_id in sorted(read.chunks):
+                seq = following.get(connection_id, 0)
+                following[connection_id] = seq + 1
+                yield connection_id, FileUnit(seq, identity, dict(read.chunks[connection_id]), read.held)
+        next_state.write(following)
+
+    def _write_dead_letter(self, read):
+        if not read.rejects:
+            return None
+        path = f"{self._dead_letter}-{read.identity.digest}.jsonl"
+        with FileSystems.create(path) as handle:
+            for record in read.rejects:
+                handle.write((normalise.dumps_reject(record) + "\n").encode())
+        return path
+
+
+class SendFiles(beam.DoFn):
+    """(connection, FileUnit) -> BodyResults, each connection's files in the order found.
+
+    Keyed by connection in the global window: one request in flight per connection. A unit
+    that overtook an earlier one waits in state until the earlier one has been sent."""
+    WAITING = userstate.BagStateSpec("waiting", beam.coders.PickleCoder())
+    NEXT = userstate.ReadModifyWriteStateSpec("next", beam.coders.PickleCoder())
+
+    def __init__(self, config, results_dir):
+        self._config = config
+        self._results = results_dir
+
+    def setup(self):
+        c = self._config
+        self._ledger = RunState(c.state_path) if c.state_path else None
+        self._client, self._key_error = connect(c) if c.needs_api_key else (None, None)
+
+    def teardown(self):
+        if self._client is not None:
+            self._client.close()
+
+    def process(self, element, waiting=beam.DoFn.StateParam(WAITING), next_state=beam.DoFn.StateParam(NEXT)):
+        connection_id, unit = element
+        expected = next_state.read() or 0
+        units = sorted(list(waiting.read()) + [unit], key=lambda u: u.seq)
+        waiting.clear()
+        for position, ready in enumerate(units):
+            if ready.seq < expected:
+                continue  # already sent (a duplicate delivery of the element)
+            if ready.seq > expected:
+                for later in units[position:]:
+                    waiting.add(later)
+                break
+            yield from self._send_unit(connection_id, ready)
+            expected += 1
+        next_state.write(expected)
+
+    def _send_unit(self, connection_id, unit):
+        c = self._config
+        plans = file_units.file_plans(unit.identity, connection_id, unit.months, c.operation, c.max_body_bytes)
+        bodies = [body for plan in plans for body in plan.bodies]
+        refusals = [delivery.BodyResult(connection_id, plan.month, 0, 0, plan.row_count, 0, delivery.FAILED,
+                                        message=f"{unit.identity.path}: {plan.refused}")
+                    for plan in plans if plan.refused]
+        if unit.held:
+            results = [delivery.result_for(b, delivery.NOT_SENT, message=unit.held) for b in bodies]
+        elif c.mode == "dry_run":
+            results = [delivery.result_for(b, delivery.DRY_RUN, message=write_body(c.output_dir, b)) for b in bodies]
+        elif self._key_error:
+            results = [delivery.result_for(b, delivery.FAILED, message=self._key_error) for b in bodies]
+        else:
+            sender = delivery.ConnectionSender(self._client, RetryPolicy(c.max_attempts, c.max_retry_seconds),
+                                               state=self._ledger)
+            results = sender.validate(bodies) if c.mode == "validate_only" else sender.send(bodies)
+        results = refusals + results
+        write_json(FileSystems.join(self._results, UNITS_DIR, f"{connection_id}-{unit.identity.digest}.json"), {
+            "connection_id": connection_id, "path": unit.identity.path,
+            "plans": [_plan_summary(plan) for plan in plans],
+            "results": [dataclasses.asdict(result) for result in results]})
+        yield from results
+
+
+def _plan_summary(plan):
+    return {"connection_id": plan.connection_id, "month": plan.month, "row_count": plan.row_count,
+            "row_bytes": plan.row_bytes, "cost_total": plan.cost_total, "refused": plan.refused,
+            "body_count": plan.body_count, "body_bytes": plan.body_bytes}
+
+
+class WatchAndSend(beam.PTransform):
+    """Example: `p | WatchAndSend(config, dead_letter_prefix, results_dir)`.
+
+    Polls `config.inputs` every `poll_interval` seconds until `watch_timeout` (None: until
+    the job is cancelled) and uploads each new file once. Only files that appear whole may
+    be picked up: write them elsewhere and rename them into place (locally), or upload them
+    as finished objects (GCS)."""
+
+    def __init__(self, config, dead_letter_prefix, results_dir, start=None):
+        super().__init__()
+        self._config = config
+        self._dead_letter = dead_letter_prefix
+        self._results = results_dir
+        self._start = start
+
+    def expand(self, pbegin):
+        c = self._config
+        start = self._start if self._start is not None else time.time()
+        stop = start + c.watch_timeout if c.watch_timeout else MAX_TIMESTAMP
+        patterns = tuple(c.inputs)
+        return (pbegin
+                | "Poll" >> PeriodicImpulse(start_timestamp=start, stop_timestamp=stop,
+                                            fire_interval=c.poll_interval)
+                | "ListFiles" >> beam.Map(lambda _: ("watch", list_files(patterns))).with_output_types(
+                    typing.Tuple[str, typing.Any])
+                | "DiscoverAndRead" >> beam.ParDo(DiscoverAndRead(
+                    c.normalise_settings(), c.max_rejected_rows, self._dead_letter, self._results))
+                | "SendFiles" >> beam.ParDo(SendFiles(c, self._results)).with_input_types(
+                    typing.Tuple[str, typing.Any]))
