@@ -19,7 +19,7 @@ setuptools.setup(
     ],
     extras_require={
         "gcp": ["apache-beam[gcp]>=2.60", "google-cloud-secret-manager>=2.16"],
-        "test": ["pytest>=7", "hypothesis>=6", "orjson>=3.9", "wheel"],
+        "test": ["pytest>=7", "hypothesis>=6", "orjson>=3.9", "wheel", "cryptography>=41"],
     },
     entry_points={"console_scripts": ["cloudzero-anycost=pipeline.main:main"]},
 )

@@ -11,6 +11,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from anycost import cbf, config, rows
 from transforms import result as results
 from transforms.bounded import WriteBounded
+from transforms.streaming import WriteStreaming
 
 REJECTED = "rejected"
 ROWS_PER_BATCH = 65_536  # dict rows are validated and rendered this many at a time
@@ -49,7 +50,14 @@ class WriteToAnyCost(beam.PTransform):
     sorted canonically (by their JSON) before bodies are cut, so the same rows give
     byte-identical bodies and idempotency keys in any order, bundling and runner.
 
-    Unbounded input goes to the streaming writer (`transforms.streaming`).
+    Unbounded input (streaming): rows are windowed by the UTC hour of `time/usage_start`.
+    With "replace_hourly", each hour of a connection is sent whole once the watermark passes
+    its end, and again, whole, for rows arriving within `allowed_lateness_seconds`; an older
+    version of an hour never overwrites a newer one. With "sum", each row is sent once. A
+    stateful sender keyed by connection keeps one request in flight per connection; an hour
+    with more rejected rows than `max_rejected_rows` is held back whole and reported in
+    `result.failed`. Bodies and idempotency keys are a pure function of the pane, so a bundle
+    the runner replays counts nothing twice. See the README, "Streaming: rows from an unbounded source".
 
     Args:
       connection_id: the AnyCost Stream connection every row goes to. Default None; give
@@ -69,7 +77,9 @@ class WriteToAnyCost(beam.PTransform):
       state_path: a delivery ledger (local or gs://): a rerun skips bodies it records as
         delivered. Default None.
       test_namespace: sent as `cloudzero-test-key` on every request. Default None.
-      max_attempts: attempts per body, with the same idempotency key. Default 8.
+      max_attempts: attempts per body. Default 8. A retry keeps the body's idempotency key
+        while any attempt may have been applied; after definite errors only it moves to the
+        body's next key, since CloudZero replays a key's first answer, errors included.
       max_retry_seconds: the longest a body is retried. Default 600.0.
       max_concurrent_streams: connections sent in parallel per worker. Default 8.
       allowed_lateness_seconds: unbounded input only: how late a row may arrive and still
@@ -129,12 +139,7 @@ class WriteToAnyCost(beam.PTransform):
         if self._settings.operation == "replace_drop":
             raise ValueError("operation='replace_drop' replaces a whole month, so it needs bounded input; "
                              "this PCollection is unbounded: use operation='replace_hourly' or 'sum'")
-        try:
-            from transforms import streaming  # pylint: disable=import-outside-toplevel
-        except ImportError:
-            raise NotImplementedError("WriteToAnyCost on unbounded input needs transforms.streaming, which this "
-                                      "installation does not have") from None
-        return pcoll | "Streaming" >> streaming.WriteStreaming(self._settings)
+        return pcoll | "Streaming" >> WriteStreaming(self._settings)
 
 
 @beam.typehints.with_output_types(typing.Tuple[typing.Tuple[str, str], typing.Any])
