@@ -11,6 +11,8 @@ cd "$(dirname "$0")"
 # A throw-away key shared by the emulator and the pipeline; never a real CloudZero key.
 CLOUDZERO_API_KEY="$(.venv/bin/python -c 'import secrets; print(secrets.token_hex(16))')"
 export CLOUDZERO_API_KEY
+# Each run starts a new emulator, so the delivery ledger of an earlier run means nothing to it.
+rm -rf out/ledger
 mkdir -p out
 port_file="$(mktemp)"
 .venv/bin/python -m anycost_emulator --port 0 --port_file "$port_file" > out/emulator.log 2>&1 &
@@ -28,6 +30,7 @@ status=0
   --api_url "$api_url" \
   --dead_letter_path out/rejected \
   --report_path out/report.json \
+  --state_path out/ledger \
   "$@" || status=$?
 
 echo

@@ -73,6 +73,13 @@ def month_limit_refusal(month, held, adding, limit=cbf.MAX_ROWS_PER_STREAM_MONTH
             "month was sent")
 
 
+# Why a body without a ledger may fail on an answer that a retry cannot change.
+NO_LEDGER_HINT = ("; CloudZero replays the first answer to an idempotency key, errors included, and "
+                  "without a delivery ledger (state_path) a body never moves to a new key, because only "
+                  "the ledger can tell that a new key will not apply the body twice. Run again with a "
+                  "state path: it resumes where this run stopped")
+
+
 class Observer:
     """Hooks for metrics; the Beam sink counts with them. Defaults do nothing."""
 
@@ -173,7 +180,15 @@ class ConnectionSender:
         return records
 
     def _first_generation(self, body, ledger):
-        """Where an earlier run left the body's keys; a body never tried starts at 0."""
+        """Where an earlier run left the body's keys; a body never tried starts at 0.
+
+        Without a ledger a body never leaves generation 0. A key that only ever met errors
+        from in front of CloudZero's application (a load balancer's 503) holds nothing in
+        CloudZero's cache, so a rerun that walked the sequence again would have it applied
+        a second time, after an earlier run had moved on and got a later key applied. Only
+        the ledger remembers which keys a body has used, so only with it may a body move."""
+        if self._state is None:
+            return KeyGeneration(limit=1)
         if ledger is not None and ledger.has_progress(body):
             progress = self._state.progress(body)
             if progress is None:  # a record that cannot be read: assume the worst
@@ -210,8 +225,11 @@ class ConnectionSender:
         if not outcome.ok:
             if self._state:  # where a rerun resumes: past this key only if nothing may have been applied
                 self._state.record_progress(body, generation.number, following.in_doubt)
-            LOG.error("%s failed: %s", body.describe(), decision.reason)
-            return result_for(body, FAILED, message=decision.reason, **details)
+            reason = decision.reason
+            if self._state is None and RetryPolicy.is_retryable(outcome) and outcome.status is not None:
+                reason += NO_LEDGER_HINT
+            LOG.error("%s failed: %s", body.describe(), reason)
+            return result_for(body, FAILED, message=reason, **details)
         drop_id = ((outcome.payload or {}).get("connection") or {}).get("drop_id")
         if self._state:
             self._state.record(body, drop_id, attempt, generation.number)

@@ -121,6 +121,7 @@ def build(config, stats, summaries, results, dead_letter_files=(), file_errors=(
         "bodies_not_sent": sum(r.status == delivery.NOT_SENT for r in results),
         "bodies_moved_to_a_new_key": sum(bool(r.key_moves) for r in results),
         "month_check": _month_check(config),
+        "state_path": getattr(config, "state_path", None),  # the delivery ledger a rerun resumes from
         "streams": {conn: dict(sorted(months.items())) for conn, months in sorted(streams.items())},
         "input_format": getattr(config, "input_format", "cbf"),
         "dropped_columns": list(getattr(config, "dropped_columns", ())),

@@ -287,6 +287,8 @@ def contender_command(name, data, url, work, max_body_bytes=None, extra=()):
         return ([PYTHON, "-m", "pipeline", "--input", source] + common
                 + ["--report_path", os.path.join(work, "report.json"),
                    "--dead_letter_path", os.path.join(work, "rejected", "rows"),
+                   # each run sends the rows afresh: a ledger of its own (a real run writes one too)
+                   "--state_path", tempfile.mkdtemp(prefix="ledger-", dir=work),
                    "--runner=DirectRunner"] + list(extra))
     if name in ("write-dicts", "write-batches"):
         return [PYTHON, "-m", "benchmarks.write_to_anycost", "--input", parquet, "--elements",

@@ -12,8 +12,10 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import secrets
 import sys
+from urllib.parse import urlsplit
 
 from anycost import api_key, cbf
 from anycost import config as run_config
@@ -224,6 +226,35 @@ def _locations(config, options, local):
     return dead_letter, report_target, run_folder
 
 
+def _with_ledger(config, options, local):
+    """The run with a delivery ledger. Without --state_path it is
+    ./cloudzero-runs/state/<API> on a local run and <temp_location>/cloudzero-state/<API>
+    elsewhere: one place that every run from here to that API shares, so that a rerun
+    resumes, and so that a body may move to a new idempotency key after a cached error
+    without any risk of being applied twice (see anycost.delivery). <API> is the host (and
+    port, and test namespace): a delivery to one endpoint says nothing about another."""
+    if config.state_path or config.mode != run_config.SEND:
+        return config
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+    temp = options.view_as(GoogleCloudOptions).temp_location
+    base = os.path.abspath(os.path.join("cloudzero-runs", "state")) if local else (
+        FileSystems.join(temp, "cloudzero-state") if temp else None)
+    if not base:
+        return config
+    return dataclasses.replace(config, state_path=FileSystems.join(base, ledger_scope(config)))
+
+
+def ledger_scope(config):
+    """A folder name for the API a run delivers to: `api.cloudzero.com`, `127.0.0.1_8080`,
+    `api.cloudzero.com+<test namespace>`."""
+    parts = urlsplit(config.api_url)
+    scope = parts.hostname + (f"_{parts.port}" if parts.port else "")
+    if config.test_namespace:
+        scope += "+" + config.test_namespace
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", scope)
+
+
 def _log_labels(options):
     """Orchestrators label jobs (Airflow adds airflow-version): show what reached the pipeline."""
     from apache_beam.options.pipeline_options import GoogleCloudOptions
@@ -283,9 +314,11 @@ def run(argv=None):
     splits = planned.splits
     config = dataclasses.replace(config, dropped_columns=planned.dropped_columns, input_warnings=planned.warnings)
     dead_letter, report_target, run_folder = _locations(config, options, local)
+    config = _with_ledger(config, options, local)
     _log_labels(options)
-    LOG.info("reading %d file(s) matched by %d pattern(s); report: %s; rejected rows: %s*",
-             len({split.path for split in splits}), len(config.inputs), report_target, dead_letter)
+    LOG.info("reading %d file(s) matched by %d pattern(s); report: %s; rejected rows: %s*; ledger: %s",
+             len({split.path for split in splits}), len(config.inputs), report_target, dead_letter,
+             config.state_path or "none")
 
     p = beam.Pipeline(runner=_runner(runner_name), options=options)
     graph.build(p, config, splits, dead_letter, report_target, log_report=not (local and wait))
@@ -321,6 +354,7 @@ def _run_watch(config, options, runner_name, local, wait):
 
     options.view_as(StandardOptions).streaming = True
     dead_letter, report_target, run_folder = _locations(config, options, local)
+    config = _with_ledger(config, options, local)
     results_dir = watch.results_dir_for(report_target, _run_id())
     LOG.info("watching %d pattern(s) every %g s%s; report: %s", len(config.inputs), config.poll_interval,
              f" for {config.watch_timeout:g} s" if config.watch_timeout else " until cancelled", report_target)

@@ -170,17 +170,42 @@ def test_unanswered_retries_reuse_the_key_and_wait_in_between():
     assert client.applied == {("2024-08", 1): 1}
 
 
-def test_a_replayed_application_error_moves_the_body_to_its_next_key():
+def test_a_replayed_application_error_moves_the_body_to_its_next_key(tmp_path):
     """The defect this design fixes: a cached 503 used to fail the body on every retry."""
     body = make_body("2024-08", 1, count=1)
-    send, log, client = sender({("2024-08", 1): [APP_503]})
+    send, log, client = sender({("2024-08", 1): [APP_503]}, state_path=tmp_path)
     [result] = send.send([body])
     assert result.status == DELIVERED and result.attempts == 2 and result.generation == 1
     assert [p[2] for p in posts(log)] == [body.key_for(0), body.key_for(1)]
     assert body.key_for(1) != body.key_for(0) and result.idempotency_key == body.key_for(1)
     assert result.key_moves == ("attempt 2 used key generation 1: every attempt under key generation 0 got "
                                  "a definite error (HTTP 503), which CloudZero would replay to every retry with that key",)
-    assert "HTTP 503" in result.key_moves[0] and client.applied == {("2024-08", 1): 1}
+    assert client.applied == {("2024-08", 1): 1}
+
+
+def test_without_a_ledger_a_body_never_moves_and_says_what_to_do():
+    """A rerun without the ledger would walk the keys from generation 0 again; a key left
+    after load-balancer errors alone is new to CloudZero and would be applied a second time.
+    So without a ledger the key stays, and the failure says to run with a state path."""
+    body = make_body("2024-08", 1, count=1)
+    send, log, client = sender({("2024-08", 1): [APP_503]}, policy=RetryPolicy(max_attempts=4))
+    [result] = send.send([body])
+    assert result.status == FAILED and result.generation == 0 and result.key_moves == ()
+    assert [p[2] for p in posts(log)] == [body.key_for(0)] * 4 and client.applied == {}
+    assert "without a delivery ledger (state_path)" in result.message and "HTTP 503" in result.message
+
+
+def test_a_rerun_of_a_run_that_moved_past_load_balancer_errors_applies_nothing_twice(tmp_path):
+    """Run 1 meets a load-balancer 502 under generation 0 (nothing cached), moves, and
+    generation 1 is applied. A rerun with the same ledger skips the body; had it walked the
+    keys again, generation 0 would have been applied a second time."""
+    body = make_body("2024-08", 1, count=1)
+    client = FakeClient([], {("2024-08", 1): [FRONT_502]})
+    first, _, _ = sender(client=client, state_path=tmp_path)
+    assert first.send([body])[0].generation == 1 and client.applied == {("2024-08", 1): 1}
+    second, log, _ = sender(client=client, state_path=tmp_path)
+    assert second.send([body])[0].status == ALREADY_DELIVERED and posts(log) == []
+    assert client.applied == {("2024-08", 1): 1}
 
 
 def test_applied_then_dropped_keeps_the_key_so_the_cached_success_answers():
@@ -192,19 +217,19 @@ def test_applied_then_dropped_keeps_the_key_so_the_cached_success_answers():
     assert client.applied == {("2024-08", 1): 1}
 
 
-def test_a_key_in_doubt_is_kept_even_when_later_answers_are_definite_errors():
+def test_a_key_in_doubt_is_kept_even_when_later_answers_are_definite_errors(tmp_path):
     """Generation 1 was applied but the answer was lost; the gateway then answers 502 (not
     cached). Moving to generation 2 would apply the body twice: the sender must not."""
     body = make_body("2024-08", 1, count=1)
     script = {("2024-08", 1): [APP_503, APPLIED_THEN_DROPPED, FRONT_502, FRONT_502]}
-    send, log, client = sender(script, policy=RetryPolicy(max_attempts=3))
+    send, log, client = sender(script, state_path=tmp_path, policy=RetryPolicy(max_attempts=3))
     [result] = send.send([body])
     assert result.status == FAILED and "gave up after 3 attempts" in result.message
     assert [p[2] for p in posts(log)] == [body.key_for(0), body.key_for(1), body.key_for(1)]
     assert client.applied == {("2024-08", 1): 1}
 
 
-def test_connect_failures_keep_the_key_without_pinning_it():
+def test_connect_failures_keep_the_key_without_pinning_it(tmp_path):
     body = make_body("2024-08", 1, count=1)
     refused = Outcome(error="connect", message="127.0.0.1: connection refused")
     client = FakeClient([], {("2024-08", 1): [APP_503]})
@@ -215,7 +240,7 @@ def test_connect_failures_keep_the_key_without_pinning_it():
         calls.append(key)
         return refused if len(calls) <= 2 else real(connection_id, data, key)
     client.create_drop = flaky
-    send, _, _ = sender(client=client)
+    send, _, _ = sender(client=client, state_path=tmp_path)
     [result] = send.send([body])
     assert calls == [body.key_for(0)] * 3 + [body.key_for(1)]
     assert result.status == DELIVERED and result.generation == 1
@@ -242,8 +267,8 @@ def test_a_waiting_body_holds_the_connection():
     send.send(bodies)
     kinds = [(entry[0], entry[2] if entry[0] == "post" else None) for entry in log]
     first, second = bodies[0], bodies[1].idempotency_key
-    assert kinds == [("post", first.key_for(0)), ("sleep", None), ("post", first.key_for(1)), ("sleep", None),
-                     ("post", first.key_for(2)), ("post", second)]
+    assert kinds == [("post", first.key_for(0)), ("sleep", None), ("post", first.key_for(0)), ("sleep", None),
+                     ("post", first.key_for(0)), ("post", second)]
 
 
 def _send_in_threads(client, connections, same_connection_twice=False):

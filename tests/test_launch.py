@@ -176,17 +176,22 @@ def test_by_default_the_report_and_rejected_rows_go_to_one_folder_per_run(emulat
     work.mkdir()
     assert run_here(["--input", path, "--connection_id", "c1", f"--api_url={emulator.url}",
                      "--max_rejected_rows=1"], work, monkeypatch) == 0
-    (run_folder,) = (work / "cloudzero-runs").iterdir()
+    (run_folder,) = [p for p in (work / "cloudzero-runs").iterdir() if p.name != "state"]
     assert sorted(p.name for p in run_folder.iterdir()) == ["rejected-00000-of-00001.jsonl", "report.json"]
     report = json.loads((run_folder / "report.json").read_text())
     assert report["dead_letter_files"] == [str(run_folder / "rejected-00000-of-00001.jsonl")]
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last == f"outputs: ./cloudzero-runs/{run_folder.name}/ (report.json, rejected-00000-of-00001.jsonl)"
     assert not list(tmp_path.glob("cloudzero-report-*"))
+    # the default ledger, shared by every run from here to this API
+    ledger = work / "cloudzero-runs" / "state" / f"127.0.0.1_{emulator.port}"
+    assert report["state_path"] == str(ledger) and list(ledger.glob("c1/2024-08/*.json"))
 
+    posts = emulator.post_count
     assert run_here(["--input", path, "--connection_id", "c1", f"--api_url={emulator.url}",
                      "--max_rejected_rows=1"], work, monkeypatch) == 0
-    assert len(list((work / "cloudzero-runs").iterdir())) == 2  # a second run: a second folder
+    assert len(list((work / "cloudzero-runs").iterdir())) == 3  # a second run: a second folder, one ledger
+    assert emulator.post_count == posts  # the rerun found the body in the ledger and sent nothing
 
 
 def test_nothing_is_left_behind_where_nothing_was_written(emulator, tmp_path, monkeypatch, capsys):
@@ -194,8 +199,8 @@ def test_nothing_is_left_behind_where_nothing_was_written(emulator, tmp_path, mo
     work.mkdir()
     report_path = tmp_path / "r.json"
     assert run_here(["--input", one_row_input(tmp_path), "--connection_id", "c1", f"--api_url={emulator.url}",
-                     f"--report_path={report_path}"], work, monkeypatch) == 0
-    assert list(work.iterdir()) == []  # no rejects, report elsewhere: no empty run folder
+                     f"--report_path={report_path}", f"--state_path={tmp_path / 'state'}"], work, monkeypatch) == 0
+    assert list(work.iterdir()) == []  # no rejects, report and ledger elsewhere: no empty run folder
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"report: {report_path}"
     assert run_here(["--input", str(tmp_path / "missing*.csv"), "--connection_id", "c1",
                      f"--api_url={emulator.url}"], work, monkeypatch) == 3

@@ -28,7 +28,7 @@ def test_counters_and_distributions(monkeypatch, tmp_path):
     path = write_csv(str(tmp_path / "in.csv"), ["connection_id", "time/usage_start", "cost/cost", "resource/id"], rows)
     with Emulator(api_key=TEST_KEY, faults=FaultConfig(script=["5xx", "429"])) as emu:
         config = RunConfig(inputs=(path,), stream_column="connection_id", api_url=emu.url, max_body_bytes=1500,
-                           max_rejected_rows=1)
+                           max_rejected_rows=1, state_path=str(tmp_path / "state"))  # as every CLI run has
         p = beam.Pipeline(runner=FnApiRunner(), options=PipelineOptions(["--direct_running_mode=in_memory"]))
         graph.build(p, config, files.plan_splits([path], "connection_id"), str(tmp_path / "dead"),
                     str(tmp_path / "report.json"), log_report=False)

@@ -75,11 +75,14 @@ class WriteToAnyCost(beam.PTransform):
       max_body_bytes: the largest request body, 1,000 to 5,000,000 (default 5,000,000).
       max_rejected_rows: rejected rows tolerated before nothing is posted. Default 0.
       state_path: a delivery ledger (local or gs://): a rerun skips bodies it records as
-        delivered. Default None.
+        delivered. Default None. Recommended: only with a ledger may a body move to a new
+        idempotency key after CloudZero replays an error to its key (see the README,
+        "Moves need the ledger"); without one such a body fails, saying so.
       test_namespace: sent as `cloudzero-test-key` on every request. Default None.
       max_attempts: attempts per body. Default 8. A retry keeps the body's idempotency key
-        while any attempt may have been applied; after definite errors only it moves to the
-        body's next key, since CloudZero replays a key's first answer, errors included.
+        while any attempt may have been applied; after definite errors only, and only with
+        `state_path`, it moves to the body's next key, since CloudZero replays a key's first
+        answer, errors included.
       max_retry_seconds: the longest a body is retried. Default 600.0.
       max_concurrent_streams: connections sent in parallel per worker. Default 8.
       allowed_lateness_seconds: unbounded input only: how late a row may arrive and still
