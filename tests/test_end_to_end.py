@@ -17,12 +17,6 @@ FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "
 HEADER = ["connection_id", "time/usage_start", "cost/cost", "resource/id", "lineitem/description"]
 
 
-@pytest.fixture
-def emulator(monkeypatch):
-    monkeypatch.setenv("CLOUDZERO_API_KEY", TEST_KEY)
-    with Emulator(api_key=TEST_KEY) as emu:
-        yield emu
-
 
 def _common(emulator, tmp_path):
     return [f"--api_url={emulator.url}", f"--report_path={tmp_path}/report.json",

@@ -5,18 +5,16 @@ import os
 import pyarrow as pa
 import pytest
 
-from anycost_emulator import Emulator
-from tests.support import TEST_KEY, read_dead_letters, run_cli, write_parquet
+from tests.support import read_dead_letters, run_cli, write_parquet
 
 GOOD = b"2024-08-01T00:00:00Z,1.5,r1\n"
 HEADER = b"time/usage_start,cost/cost,resource/id\n"
 
 
 @pytest.fixture
-def emu(monkeypatch):
-    monkeypatch.setenv("CLOUDZERO_API_KEY", TEST_KEY)
-    with Emulator(api_key=TEST_KEY) as emulator:
-        yield emulator
+def emu(emulator):
+    """The shared emulator fixture (conftest.py) under this file's short name."""
+    return emulator
 
 
 def _write(tmp_path, name, data):

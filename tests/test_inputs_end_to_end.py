@@ -15,18 +15,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from anycost_emulator import Emulator
-from tests.support import TEST_KEY, read_dead_letters, run_cli, write_csv
+from tests.support import read_dead_letters, run_cli, write_csv
 
 FOCUS_CSV = os.path.join(os.path.dirname(__file__), "fixtures", "focus", "focus-1.0-mixed.csv")
 TAG_KEY = re.compile(r"[A-Za-z0-9_.:/=+\-@]+")
 
-
-@pytest.fixture
-def emulator(monkeypatch):
-    monkeypatch.setenv("CLOUDZERO_API_KEY", TEST_KEY)
-    with Emulator(api_key=TEST_KEY) as emu:
-        yield emu
 
 
 def _common(emulator, tmp_path, name="report"):

@@ -6,7 +6,6 @@ import time
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from anycost import retry
 from anycost.retry import KeyGeneration, Outcome, RetryPolicy, explain, parse_retry_after
 
 POLICY = RetryPolicy(max_attempts=8, max_total_seconds=600, backoff_base=0.5, backoff_max=60)

@@ -8,19 +8,12 @@ from decimal import Decimal
 
 import pytest
 
-from anycost_emulator import Emulator
-from tests.support import TEST_KEY, run_cli, write_csv
+from tests.support import run_cli, write_csv
 
 HEADER = ["time/usage_start", "cost/cost", "resource/service"]
 ROWS_A = [["2024-09-01T05:00:00Z", "1.25", "api"], ["2024-09-02T05:00:00Z", "2", "db"]]
 ROWS_B = [["2024-09-03T05:00:00Z", "10", "api"]]
 
-
-@pytest.fixture
-def emulator(monkeypatch):
-    monkeypatch.setenv("CLOUDZERO_API_KEY", TEST_KEY)
-    with Emulator(api_key=TEST_KEY) as emu:
-        yield emu
 
 
 def place(folder, name, rows):

@@ -2,7 +2,6 @@
 WriteToAnyCost -> the emulator on 127.0.0.1, on the in-process FnApiRunner."""
 import datetime as dt
 import json
-import os
 import pickle
 import random
 from decimal import Decimal
