@@ -89,8 +89,9 @@ def ensure_data(rows, seed, root=DATA_DIR):
 class EmulatorProcess:
     """`python -m anycost_emulator` on a free loopback port; stopped with SIGTERM by its own pid."""
 
-    def __init__(self, key, log_path, mode="throughput", latency=0.0):
+    def __init__(self, key, log_path, mode="throughput", latency=0.0, faults=None, seed=0):
         self.key, self.log_path, self.mode, self.latency = key, log_path, mode, latency
+        self.faults, self.seed = faults, seed  # faults: FaultConfig fields, as the emulator's --faults
         self.process, self.url = None, None
 
     def __enter__(self):
@@ -100,7 +101,9 @@ class EmulatorProcess:
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [PYTHON, "-m", "anycost_emulator", "--port", "0", "--port_file", port_file, "--mode", self.mode,
-             "--latency", str(self.latency)], cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+             "--latency", str(self.latency), "--seed", str(self.seed)]
+            + (["--faults", json.dumps(self.faults)] if self.faults else []),
+            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if os.path.exists(port_file) and open(port_file).read().strip():

@@ -77,3 +77,16 @@ def test_verify_reports_a_wrong_cost_as_a_mismatch(data):
                                                      + Decimal("0.00000001"))
     problems = run.verify(stats, expected)
     assert len(problems) == 1 and connection in problems[0]
+
+
+def test_the_faults_benchmark_runs_exactly_once_and_a_rerun_with_the_ledger_posts_nothing(tmp_path, capsys):
+    """`python -m benchmarks.faults`, small: under cached application errors, load-balancer
+    errors and dropped answers, run 1 is exact and the rerun from the same folder posts nothing
+    (its exit status says so)."""
+    from benchmarks import faults
+    code = faults.main(["--rows", "3000", "--max_body_bytes", "40000", "--runs", "2", "--data", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    lines = {line.split("  ")[0]: line for line in printed.splitlines()}
+    assert lines["run 1 (folder A)"].rstrip().endswith("exact")
+    assert lines["rerun (folder A, same ledger)"].split()[7:9] == ["0", "0"]  # exit 0, 0 POSTs
