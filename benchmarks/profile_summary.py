@@ -92,11 +92,12 @@ def read(path, rate=200):
 
 STAGES = (  # (marker on the stack, stage name), first match wins
     ("importlib", "imports"),
-    ("(pipeline/files.py", "launcher: plan_splits (reads footers/headers)"),
+    ("(anycost/files.py", "launcher: plan (reads footers/headers)"),
     ("(pipeline/graph.py", "graph construction"),
     ("(transforms/read.py", "ReadCbf: read + validate + render (DoFn)"),
-    ("(transforms/plan.py", "PlanDrops: pack bodies (DoFn)"),
-    ("(transforms/sink.py", "WriteBillingDrops: send (DoFn, waits for its threads)"),
+    ("(transforms/write.py", "WriteToAnyCost: dict rows / record batches to chunks (DoFn)"),
+    ("(transforms/plan.py", "PlanDrops: plan months from row lengths (DoFn)"),
+    ("(transforms/sink.py", "WriteBillingDrops: pack bodies and send (DoFn, waits for its threads)"),
     ("write_report", "report"),
     ("fn_runner", "Beam runner between DoFns: shuffle, coders, data channels"),
 )

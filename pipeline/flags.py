@@ -22,7 +22,9 @@ exit status:
 
 outputs: without --report_path / --dead_letter_path, the report and the rejected rows go to
   ./cloudzero-runs/<run id>/ on a local run (under --temp_location on Dataflow); the last
-  line of the run names the folder.
+  line of the run names the folder. Without --state_path, the delivery ledger that lets a
+  rerun resume is ./cloudzero-runs/state/<API host_port> (<temp_location>/cloudzero-state/...
+  on Dataflow): rerun from the same folder, or give the same --state_path.
 
 example:
   CLOUDZERO_API_KEY=... python -m pipeline --input 'exports/2024-09/*.csv' \\
@@ -47,6 +49,7 @@ METAVAR = {int: "N", float: "SECONDS", "connection_id": "ID", "stream_column": "
 DEFAULT_TEXT = {
     "dead_letter_path": "./cloudzero-runs/<run id>/rejected",
     "report_path": "./cloudzero-runs/<run id>/report.json",
+    "state_path": "./cloudzero-runs/state/<API host_port>",
 }
 
 

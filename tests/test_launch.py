@@ -153,6 +153,7 @@ def test_help_shows_defaults_exit_statuses_and_an_example(capsys):
     for expected in ("(default: https://api.cloudzero.com)", "(default: sum)", "(default: 5000000)",
                      "(default: 0)", "(default: false)", "(default: 8)", "(default: 90.0)",
                      "(default: ./cloudzero-runs/<run id>/report.json)", "--dry_run [true|false]",
+                     "(default: ./cloudzero-runs/state/<API host_port>)",
                      "exit status:", "0 every body was accepted", "2 usage error", "3 the input cannot be planned",
                      "example: CLOUDZERO_API_KEY=... python -m pipeline --input", "--dry-run"):
         assert expected in text, expected
