@@ -29,7 +29,6 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from anycost import api_key, cbf, delivery, hour_units, hourly, rows as cbf_rows
 from anycost.client import AnyCostClient
-from anycost.retry import RetryPolicy
 from anycost.run_state import RunState
 from transforms import result as results
 from transforms.aggregate import hour_windows
@@ -262,8 +261,7 @@ class SendPanes(beam.DoFn):
             return [delivery.result_for(b, delivery.DRY_RUN, message=write_body(s.output_dir, b)) for b in bodies]
         if self._key_error:
             return [delivery.result_for(b, delivery.FAILED, message=self._key_error) for b in bodies]
-        sender = delivery.ConnectionSender(self._client, RetryPolicy(s.max_attempts, s.max_retry_seconds),
-                                           state=self._ledger)
+        sender = delivery.ConnectionSender(self._client, s.retry_policy(), state=self._ledger)
         outcome = sender.validate(bodies) if mode == VALIDATE_ONLY else sender.send(bodies)
         sent = [r for r in outcome if r.status == delivery.DELIVERED]
         Metrics.counter("cloudzero", "bodies_sent").inc(len(sent))

@@ -26,7 +26,6 @@ from apache_beam.transforms.periodicsequence import PeriodicImpulse
 from apache_beam.utils.timestamp import MAX_TIMESTAMP
 
 from anycost import delivery, file_units, normalise
-from anycost.retry import RetryPolicy
 from anycost.run_state import RunState
 from transforms.streaming import connect, write_body
 
@@ -161,7 +160,7 @@ class SendFiles(beam.DoFn):
         elif self._key_error:
             results = [delivery.result_for(b, delivery.FAILED, message=self._key_error) for b in bodies]
         else:
-            sender = delivery.ConnectionSender(self._client, RetryPolicy(c.max_attempts, c.max_retry_seconds),
+            sender = delivery.ConnectionSender(self._client, c.retry_policy(),
                                                state=self._ledger)
             results = sender.validate(bodies) if c.mode == "validate_only" else sender.send(bodies)
         results = refusals + results
