@@ -9,7 +9,8 @@ setuptools.setup(
     name="cloudzero-anycost-beam",
     version="0.1.0",
     description="Apache Beam pipeline that uploads Common Bill Format files to CloudZero AnyCost Stream",
-    packages=["anycost", "anycost_emulator", "pipeline", "transforms"],
+    packages=["anycost", "anycost.inputs", "anycost.bodies", "anycost.delivery", "anycost.outcomes",
+              "anycost_emulator", "pipeline", "transforms"],
     python_requires=">=3.9",
     install_requires=[
         "apache-beam>=2.60",

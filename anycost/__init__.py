@@ -1,6 +1,12 @@
 """The core of the CloudZero AnyCost Stream connector; it imports neither Beam transforms nor the CLI.
 
-Pure modules (no Beam, no HTTP): cbf, values, typed_text, rows, normalise, chunking, readers, packing,
-retry, delivery, verify, report, config. Edges: client (HTTP), api_key (environment, Secret
-Manager), run_state and files (Beam filesystems only).
+Grouped by the flow, each stage importing only earlier ones (tests/test_layering.py):
+- foundation: `cbf` (the format's rules), `config` (run settings), `wire` (body framing);
+- `inputs/`: files and rows to validated CBF text, rejects and chunks;
+- `bodies/`: CBF text to request bodies under the size limit;
+- `delivery/`: the client, retry policy, ledger and the sender of one connection;
+- `outcomes/`: the report, progress lines and notices.
+
+Pure modules have no Beam and no HTTP. Edges: `delivery.client` (HTTP), `delivery.api_key`
+(environment, Secret Manager), `delivery.ledger` and `inputs.files` (Beam filesystems only).
 """

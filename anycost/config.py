@@ -5,15 +5,55 @@ the command line's flags, see `RunConfig.write_settings`). `RunConfig` is the co
 whole run: the write settings plus inputs, output locations and the report.
 """
 import dataclasses
+import ipaddress
+import re
 from typing import Optional, Tuple
+from urllib.parse import urlsplit
 
 from anycost import cbf
-from anycost.normalise import Settings
 
 SEND, DRY_RUN, VALIDATE_ONLY, VERIFY_ONLY = "send", "dry_run", "validate_only", "verify_only"
 MODES = (SEND, DRY_RUN, VALIDATE_ONLY, VERIFY_ONLY)
 INPUT_FORMATS = ("cbf", "focus")
 MIN_BODY_BYTES = 1000  # below this a body holds hardly a row: a typo, not a setting
+
+
+SECRET_RESOURCE = re.compile(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+")
+
+
+def url_problem(api_url):
+    """Why `api_url` is refused, or None: https is required unless the host is loopback."""
+    parts = urlsplit(api_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"--api_url {api_url!r} is not an http(s) URL"
+    if parts.scheme == "https" or is_loopback(parts.hostname):
+        return None
+    return f"--api_url must use https:// (plain http is allowed only for a loopback host), not {api_url!r}"
+
+
+def is_loopback(host):
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclasses.dataclass(frozen=True)
+class RowSettings:
+    """How rows are read and normalised: where they go, and how source files become CBF (never the API key)."""
+    connection_id: Optional[str] = None
+    stream_column: Optional[str] = None
+    operation: str = "sum"
+    max_body_bytes: int = cbf.MAX_BODY_BYTES
+    # How source files become CBF columns (see anycost.inputs.sources): applied before this module.
+    input_format: str = "cbf"  # or "focus"
+    column_map: tuple = ()  # ((source column, target column), ...)
+    unknown_columns: str = "refuse"  # or "drop"
+    tag_keys: str = "refuse"  # or "sanitize"
+    csv_delimiter: str = ","
+    currency: str = "USD"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +86,7 @@ class WriteSettings:
     option_prefix: str = ""
 
     def normalise_settings(self):
-        return Settings(self.connection_id, self.stream_column, self.operation, self.max_body_bytes,
+        return RowSettings(self.connection_id, self.stream_column, self.operation, self.max_body_bytes,
                         input_format=self.input_format)
 
     @property
@@ -59,11 +99,6 @@ class WriteSettings:
         `sum` adds to a month, so its limits count every earlier drop."""
         return self.mode == SEND and self.operation == "sum" and not self.skip_month_check
 
-    def retry_policy(self):
-        from anycost.retry import RetryPolicy  # pylint: disable=import-outside-toplevel
-        return RetryPolicy(self.max_attempts, self.max_retry_seconds,
-                           attempt_seconds=self.connect_timeout + self.read_timeout)
-
     def check(self):
         """Raise ValueError naming the first parameter that is wrong; returns self."""
         problem = self.problem()
@@ -73,7 +108,6 @@ class WriteSettings:
 
     def problem(self):
         """Why these settings cannot work, naming the parameter, or None."""
-        from anycost import api_key, client  # pylint: disable=import-outside-toplevel
         if (self.connection_id is None) == (self.stream_column is None):
             return ("give exactly one of connection_id (every row goes to that connection) and "
                     "stream_column (a column naming each row's connection)")
@@ -85,13 +119,13 @@ class WriteSettings:
             return f"operation must be one of {', '.join(cbf.OPERATIONS)}, not {self.operation!r}"
         if not isinstance(self.api_url, str):
             return f"api_url must be a URL, not {self.api_url!r}"
-        url = client.url_problem(self.api_url)
+        url = url_problem(self.api_url)
         if url:
             return url.replace("--api_url", "api_url")
         if not isinstance(self.api_key_env, str) or not self.api_key_env.strip():
             return f"api_key_env must name an environment variable, not {self.api_key_env!r}"
         if self.api_key_secret is not None and not (isinstance(self.api_key_secret, str)
-                                                    and api_key.SECRET_RESOURCE.fullmatch(self.api_key_secret)):
+                                                    and SECRET_RESOURCE.fullmatch(self.api_key_secret)):
             return "api_key_secret must look like projects/P/secrets/S/versions/V"
         for name, low, high in (("max_body_bytes", MIN_BODY_BYTES, cbf.MAX_BODY_BYTES),
                                 ("max_rejected_rows", 0, None), ("max_attempts", 1, None),
@@ -141,7 +175,7 @@ class RunConfig(WriteSettings):
     watch_timeout: Optional[float] = None  # seconds; None: until the job is cancelled
 
     def normalise_settings(self):
-        return Settings(self.connection_id, self.stream_column, self.operation, self.max_body_bytes,
+        return RowSettings(self.connection_id, self.stream_column, self.operation, self.max_body_bytes,
                         input_format=self.input_format, column_map=self.column_map,
                         unknown_columns=self.unknown_columns, tag_keys=self.tag_keys,
                         csv_delimiter=self.csv_delimiter, currency=self.currency)

@@ -92,7 +92,7 @@ def read(path, rate=200):
 
 STAGES = (  # (marker on the stack, stage name), first match wins
     ("importlib", "imports"),
-    ("(anycost/files.py", "launcher: plan (reads footers/headers)"),
+    ("(anycost/inputs/files.py", "launcher: plan (reads footers/headers)"),
     ("(pipeline/graph.py", "graph construction"),
     ("(transforms/read.py", "ReadCbf: read + validate + render (DoFn)"),
     ("(transforms/write.py", "WriteToAnyCost: dict rows / record batches to chunks (DoFn)"),

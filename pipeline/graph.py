@@ -15,7 +15,7 @@ import logging
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from anycost import report as run_report
+from anycost.outcomes import report as run_report
 from transforms.bounded import WriteBounded
 from transforms.read import FILE_ERRORS, REJECTS, RULES, STATS, ReadCbf, SumCounts, SumTuples
 from transforms.reasons import CountRejectReasons

@@ -17,11 +17,11 @@ import secrets
 import sys
 from urllib.parse import urlsplit
 
-from anycost import api_key, cbf
+from anycost.delivery import api_key
+from anycost import cbf
 from anycost import config as run_config
-from anycost import files, sources
-from anycost import report as run_report
-from anycost.client import url_problem
+from anycost.inputs import files, sources
+from anycost.outcomes import report as run_report
 from pipeline import flags
 
 LOG = logging.getLogger("cloudzero")
@@ -151,7 +151,7 @@ def parse(argv):
     if not 1000 <= args.max_body_bytes <= cbf.MAX_BODY_BYTES:
         raise UsageError(f"--max_body_bytes must be between 1000 and {cbf.MAX_BODY_BYTES} "
                          "(CloudZero refuses larger bodies)")
-    problem = url_problem(args.api_url)
+    problem = run_config.url_problem(args.api_url)
     if problem:
         raise UsageError(problem)
     modes = [name for name in ("dry_run", "validate_only", "verify_only") if getattr(args, name)]
@@ -163,7 +163,7 @@ def parse(argv):
         raise UsageError(f"--verify goes with an upload, not with --{modes[0]}")
     if args.max_attempts < 1 or args.max_concurrent_streams < 1:
         raise UsageError("--max_attempts and --max_concurrent_streams must be at least 1")
-    if args.api_key_secret and not api_key.SECRET_RESOURCE.fullmatch(args.api_key_secret):
+    if args.api_key_secret and not run_config.SECRET_RESOURCE.fullmatch(args.api_key_secret):
         raise UsageError("--api_key_secret must look like projects/P/secrets/S/versions/V")
     if not args.watch and (args.poll_interval is not None or args.watch_timeout is not None):
         raise UsageError("--poll_interval and --watch_timeout go with --watch")

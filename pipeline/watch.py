@@ -11,8 +11,10 @@ import logging
 
 from apache_beam.io.filesystems import FileSystems
 
-from anycost import delivery, packing, values
-from anycost import report as run_report
+from anycost import delivery
+from anycost.bodies import packing
+from anycost.inputs import values
+from anycost.outcomes import report as run_report
 from transforms.watch import FILES_DIR, UNITS_DIR, WatchAndSend
 
 LOG = logging.getLogger("cloudzero")

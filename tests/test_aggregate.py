@@ -7,7 +7,7 @@ from apache_beam.testing import test_stream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
 
-from anycost import hourly
+from anycost.inputs import hourly
 from transforms.aggregate import AggregateHourly
 
 BOUNDED = PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"])

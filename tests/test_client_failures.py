@@ -1,4 +1,4 @@
-"""anycost.client against real sockets on 127.0.0.1: each way a request can fail is told apart.
+"""anycost.delivery.client against real sockets on 127.0.0.1: each way a request can fail is told apart.
 
 Whether the drop may have been applied depends on whether the request went out, so the
 classes matter for money: nothing sent (refused connect, DNS, TLS handshake, certificate)
@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from anycost import retry
-from anycost.api_key import ApiKey
-from anycost.client import AnyCostClient
-from anycost.retry import RetryPolicy, explain
+from anycost.delivery import retry
+from anycost.delivery.api_key import ApiKey
+from anycost.delivery.client import AnyCostClient
+from anycost.delivery.retry import RetryPolicy, explain
 
 KEY = "k-client-failure-test"
 

@@ -11,9 +11,9 @@ import pytest
 from anycost import delivery
 from anycost.delivery import (ALREADY_DELIVERED, DELIVERED, FAILED, INVALID, NOT_SENT, VALID, ConnectionSender,
                               month_limit_refusal, rows_held)
-from anycost.packing import PlannedBody, idempotency_key
-from anycost.retry import Outcome, RetryPolicy
-from anycost.run_state import RunState
+from anycost.bodies.packing import PlannedBody, idempotency_key
+from anycost.delivery.retry import Outcome, RetryPolicy
+from anycost.delivery.ledger import RunState
 
 OK = Outcome(status=201, payload={"connection": {"drop_id": "d-1", "month": "2024-08", "row_count": 1}})
 # What a first answer to a new key can be (see FakeClient): the application's error is cached

@@ -1,4 +1,4 @@
-"""anycost.focus, anycost.tags and anycost.sources: the pure FOCUS mapping and input rules."""
+"""anycost.inputs.focus, anycost.inputs.tags and anycost.inputs.sources: the pure FOCUS mapping and input rules."""
 import datetime as dt
 import json
 from decimal import Decimal
@@ -7,7 +7,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from anycost import cbf, focus, normalise, sources, tags, typed_text
+from anycost import cbf
+from anycost.inputs import focus, normalise, sources, tags, typed_text
+from anycost.config import RowSettings
 
 
 def _batch(**columns):
@@ -236,7 +238,7 @@ def test_sanitize_tag_key():
 
 # ----- sources: column plans and the column map -------------------------------------------------
 
-CBF_SETTINGS = normalise.Settings(connection_id="c")
+CBF_SETTINGS = RowSettings(connection_id="c")
 
 
 def test_plan_columns_cbf_refuses_unknown_and_suggests_drop():
@@ -244,19 +246,19 @@ def test_plan_columns_cbf_refuses_unknown_and_suggests_drop():
     assert plan.problems == ("column 'notes' is not a Common Bill Format column; "
                              "--unknown_columns drop leaves such columns out",)
     plan = sources.plan_columns(["time/usage_start", "cost/cost", "notes"],
-                                normalise.Settings(unknown_columns="drop"))
+                                RowSettings(unknown_columns="drop"))
     assert plan.problems == () and plan.dropped == ("notes",)
 
 
 def test_plan_columns_sanitize_keeps_fixable_tags_and_drops_empty_keys():
-    settings = normalise.Settings(tag_keys="sanitize")
+    settings = RowSettings(tag_keys="sanitize")
     plan = sources.plan_columns(["time/usage_start", "cost/cost", "resource/tag:a b", "resource/tag: "], settings)
     assert plan.problems == () and list(plan.targets) == ["time/usage_start", "cost/cost", "resource/tag:a b"]
     assert plan.dropped == ("resource/tag: ",)
 
 
 def test_plan_columns_focus_reads_only_what_it_maps():
-    settings = normalise.Settings(input_format="focus", stream_column="conn")
+    settings = RowSettings(input_format="focus", stream_column="conn")
     plan = sources.plan_columns(["BilledCost", "ChargePeriodStart", "x_A", "PricingUnit", "conn", "Tags"], settings)
     assert plan.problems == () and set(plan.targets) == {"BilledCost", "ChargePeriodStart", "conn", "Tags"}
     assert plan.dropped == ("x_A", "PricingUnit")
@@ -275,7 +277,7 @@ def test_parse_column_map():
 
 
 def test_prepare_drops_renames_and_counts():
-    settings = normalise.Settings(connection_id="c", column_map=(("day", "time/usage_start"),),
+    settings = RowSettings(connection_id="c", column_map=(("day", "time/usage_start"),),
                                   unknown_columns="drop", tag_keys="sanitize")
     batch = _batch(day=["2024-09-01"], **{"cost/cost": ["1"], "note": ["x"], "resource/id": ["r"],
                                          "resource/tag:a b": ["1"], "resource/tag:a_b": ["2"]})
@@ -286,7 +288,7 @@ def test_prepare_drops_renames_and_counts():
 
 
 def test_normalise_batch_puts_the_focus_row_as_it_was_in_the_dead_letter():
-    settings = normalise.Settings(connection_id="c", input_format="focus", tag_keys="sanitize")
+    settings = RowSettings(connection_id="c", input_format="focus", tag_keys="sanitize")
     batch = _batch(ChargePeriodStart=["2024-09-01T00:00:00Z", "soon", "2024-09-02T00:00:00Z"],
                    BilledCost=["1", "2", "3"], BillingCurrency=["USD", "USD", "GBP"], x_Note=["a", "b", "c"])
     source = normalise.SourceBatch("f.csv", (0,), np.array([1, 2, 3]))
@@ -300,7 +302,7 @@ def test_normalise_batch_puts_the_focus_row_as_it_was_in_the_dead_letter():
 
 
 def test_focus_keeps_the_stream_column_for_the_connection_id():
-    settings = normalise.Settings(stream_column="x_Connection", input_format="focus", tag_keys="sanitize")
+    settings = RowSettings(stream_column="x_Connection", input_format="focus", tag_keys="sanitize")
     batch = _batch(ChargePeriodStart=["2024-09-01T00:00:00Z", "2024-09-01T00:00:00Z"], BilledCost=["1", "2"],
                    x_Connection=["aws-prod", "oci"], x_Other=["a", "b"])
     source = normalise.SourceBatch("f.csv", (0,), np.array([1, 2]))

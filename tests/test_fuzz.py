@@ -17,12 +17,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from anycost import cbf, normalise, readers, values
+from anycost import cbf
+from anycost.inputs import normalise, readers, values
 from anycost_emulator import validate_body
+from anycost.config import RowSettings
 
 # An exception Arrow swallows inside a callback is a bug here, not a warning.
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
-SETTINGS = normalise.Settings(connection_id="fuzz", max_body_bytes=20_000)
+SETTINGS = RowSettings(connection_id="fuzz", max_body_bytes=20_000)
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 

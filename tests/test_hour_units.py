@@ -5,7 +5,8 @@ import random
 import numpy as np
 import pytest
 
-from anycost import hour_units, hourly
+from anycost.bodies import hour_units
+from anycost.inputs import hourly
 
 
 def rendered(*starts_and_costs):

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from anycost import hourly
+from anycost.inputs import hourly
 
 
 def merge_all(rows):

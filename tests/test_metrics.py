@@ -4,7 +4,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 import apache_beam as beam
 
-from anycost import files
+from anycost.inputs import files
 from pipeline import graph
 from anycost.config import RunConfig
 from anycost_emulator import Emulator, FaultConfig

@@ -1,4 +1,4 @@
-"""anycost.normalise: one test per validation rule, then property tests against a slow,
+"""anycost.inputs.normalise: one test per validation rule, then property tests against a slow,
 row-by-row reference implementation written here."""
 import decimal
 import json
@@ -10,9 +10,12 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
-from anycost import cbf, values
-from anycost.chunking import decimal_sum
-from anycost.normalise import Settings, SourceBatch, dumps_reject, normalise_batch
+from anycost import cbf, wire
+from anycost.inputs import values
+from anycost.inputs.chunking import decimal_sum
+from anycost.inputs.normalise import SourceBatch, normalise_batch
+from anycost.config import RowSettings
+from anycost.inputs.dead_letter import dumps_reject
 
 START, END, COST = "time/usage_start", "time/usage_end", "cost/cost"
 GOOD = {START: "2024-08-16T13:00:00Z", COST: "12"}
@@ -31,7 +34,7 @@ def run(rows, columns=None, row_numbers=None, file="in.csv", order=(0, 0, 0), **
     settings_kw.setdefault("connection_id", None if settings_kw.get("stream_column") else "conn1")
     batch = make_batch(rows, columns)
     numbers = np.arange(1, len(rows) + 1) if row_numbers is None else np.asarray(row_numbers)
-    return normalise_batch(batch, SourceBatch(file, order, numbers), Settings(**settings_kw))
+    return normalise_batch(batch, SourceBatch(file, order, numbers), RowSettings(**settings_kw))
 
 
 def chunk_rows(chunk):
@@ -266,7 +269,7 @@ def test_row_too_big_for_a_body_rejected_at_the_exact_byte():
 
 
 def test_envelope_counts_the_operation():
-    assert Settings(operation="replace_hourly").envelope_bytes() == len(
+    assert wire.envelope_bytes("replace_hourly") == len(
         b'{"month":"2024-08","operation":"replace_hourly","data":[]}')
 
 
@@ -342,7 +345,7 @@ def test_hours_filled_for_replace_hourly_only():
 
 def test_sliced_batch():
     batch = make_batch([GOOD, {**GOOD, COST: "2"}, {**GOOD, COST: "x"}, {**GOOD, COST: "4"}]).slice(1, 3)
-    result = normalise_batch(batch, SourceBatch("f", (0,), np.array([2, 3, 4])), Settings(connection_id="c"))
+    result = normalise_batch(batch, SourceBatch("f", (0,), np.array([2, 3, 4])), RowSettings(connection_id="c"))
     assert [r["row"] for r in result.rejects] == [3]
     [(_, chunk)] = result.chunks
     assert [r[COST] for r in chunk_rows(chunk)] == ["2", "4"] and chunk.cost_total == "6"
@@ -399,7 +402,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 def reference(rows, columns, numbers, file, settings_):
     """Row by row, in plain Python: rejected row numbers and {(conn, month): (json rows, total)}."""
     rejected, grouped = [], {}
-    envelope = settings_.envelope_bytes()
+    envelope = wire.envelope_bytes(settings_.operation)
     for number, row in zip(numbers, rows):
         present = {c: row.get(c) for c in columns if row.get(c) not in (None, "")}
         bad = False
@@ -478,7 +481,7 @@ def batches(draw):
     rows = [{c: draw(st.one_of(st.none(), COLUMN_VALUES[c]) if draw(st.integers(0, 9)) == 0
                      else COLUMN_VALUES[c]) for c in columns} for _ in range(n)]
     numbers = np.cumsum(draw(st.lists(st.integers(1, 3), min_size=n, max_size=n)), dtype=np.int64)
-    settings_ = Settings(connection_id=None if use_stream else "conn1",
+    settings_ = RowSettings(connection_id=None if use_stream else "conn1",
                          stream_column="stream" if use_stream else None,
                          operation=draw(st.sampled_from(["sum", "replace_hourly"])),
                          max_body_bytes=draw(st.sampled_from([5_000_000, 220, 160])))

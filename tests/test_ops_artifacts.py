@@ -26,7 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from anycost import api_key, cbf
+from anycost.delivery import api_key
+from anycost import cbf
+from anycost import config as run_config
 from pipeline import main as cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -325,7 +327,7 @@ def test_regexes_agree_with_the_cli_checks(params):
         assert bool(re.fullmatch(conn, value)) == cbf.is_valid_connection_id(value), value
     secret = params["api_key_secret"]["regexes"][0]
     for value in ("projects/p/secrets/s/versions/1", "projects/p/secrets/s", "x/projects/p/secrets/s/versions/1"):
-        assert bool(re.fullmatch(secret, value)) == bool(api_key.SECRET_RESOURCE.fullmatch(value)), value
+        assert bool(re.fullmatch(secret, value)) == bool(run_config.SECRET_RESOURCE.fullmatch(value)), value
 
 
 def test_dockerfile():
@@ -491,7 +493,7 @@ def test_wheel_holds_both_packages_and_no_tests(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     (wheel,) = out.glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for required in ("pipeline/__main__.py", "anycost/normalise.py", "transforms/sink.py", "anycost_emulator/__main__.py"):
+    for required in ("pipeline/__main__.py", "anycost/inputs/normalise.py", "transforms/sink.py", "anycost_emulator/__main__.py"):
         assert required in names
     for package in ("anycost", "anycost_emulator", "pipeline", "transforms"):
         for module in (REPO / package).glob("*.py"):

@@ -1,4 +1,4 @@
-"""anycost.packing: bodies within the limit, nothing lost or reordered, deterministic keys,
+"""anycost.bodies.packing: bodies within the limit, nothing lost or reordered, deterministic keys,
 monthly limits, replace_hourly and replace_drop rules."""
 import hashlib
 import json
@@ -8,9 +8,10 @@ from decimal import Decimal
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from anycost import cbf, values
-from anycost.chunking import Chunk
-from anycost.packing import cut_bodies, idempotency_key, plan_stream_month
+from anycost import cbf
+from anycost.inputs import values
+from anycost.inputs.chunking import Chunk
+from anycost.bodies.packing import cut_bodies, idempotency_key, plan_stream_month
 
 MONTH = "2024-08"
 

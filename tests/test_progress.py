@@ -2,7 +2,7 @@
 import threading
 from types import SimpleNamespace
 
-from anycost import progress
+from anycost.outcomes import progress
 from tests.support import run_cli, write_csv
 
 

@@ -7,10 +7,12 @@ batch through the month's plan to the report.
 import numpy as np
 import pyarrow as pa
 
-from anycost import report
+from anycost.outcomes import report
 from anycost.config import RunConfig
-from anycost.normalise import Settings, SourceBatch, normalise_batch, resource_id_notice
-from anycost.packing import plan_stream_month
+from anycost.inputs.normalise import SourceBatch, normalise_batch
+from anycost.bodies.packing import plan_stream_month
+from anycost.config import RowSettings
+from anycost.outcomes.notices import resource_id_notice
 
 START, COST, RID = "time/usage_start", "cost/cost", "resource/id"
 
@@ -19,7 +21,7 @@ def _batch(rows, stream_column=None):
     columns = list(dict.fromkeys(k for row in rows for k in row))
     batch = pa.RecordBatch.from_arrays([pa.array([r.get(c) for r in rows], pa.string()) for c in columns],
                                        names=columns)
-    settings = Settings(connection_id=None if stream_column else "c1", stream_column=stream_column)
+    settings = RowSettings(connection_id=None if stream_column else "c1", stream_column=stream_column)
     return normalise_batch(batch, SourceBatch("in.csv", (0, 0, 0), np.arange(1, len(rows) + 1)), settings)
 
 

@@ -1,4 +1,4 @@
-"""anycost.readers: CSV, gzip CSV and Parquet as text batches with row numbers; broken files."""
+"""anycost.inputs.readers: CSV, gzip CSV and Parquet as text batches with row numbers; broken files."""
 import decimal
 import gc
 import gzip
@@ -10,8 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from anycost import normalise, readers, sources
-from anycost.readers import InputFileError, inspect, read_batches
+from anycost.inputs import normalise, readers, sources
+from anycost.inputs.readers import InputFileError, inspect, read_batches
+from anycost.config import RowSettings
 
 HEADER = b"time/usage_start,cost/cost,lineitem/description\n"
 
@@ -188,7 +189,7 @@ def test_csv_ten_megabyte_field_is_read_and_then_rejected_as_too_big():
     for text in texts:
         assert text.rejects == []
         source = normalise.SourceBatch("big.csv", (0,), text.row_numbers)
-        result = normalise.normalise_batch(text.batch, source, normalise.Settings(connection_id="c"))
+        result = normalise.normalise_batch(text.batch, source, RowSettings(connection_id="c"))
         rejects += result.rejects
         chunks += result.chunks
     assert sum(t.batch.num_rows for t in texts) == 2
@@ -289,7 +290,7 @@ def test_parquet_unsupported_type_names_file_and_column():
 def test_parquet_columns_left_out_are_never_type_checked_or_read():
     data = parquet_bytes(pa.table({"time/usage_start": ["2024-08-01T00:00:00Z"], "cost/cost": ["1"],
                                    "flag": [True], "labels": [["a"]]}))
-    settings = normalise.Settings(connection_id="c", unknown_columns="drop")
+    settings = RowSettings(connection_id="c", unknown_columns="drop")
     assert readers.header_problems(inspect(io.BytesIO(data), "b.parquet", "parquet"), settings=settings) == []
     [text] = read_batches(io.BytesIO(data), "b.parquet", "parquet", **sources.reader_options(settings))
     assert text.batch.schema.names == ["time/usage_start", "cost/cost"]
@@ -387,7 +388,7 @@ def test_invalid_utf8_split_across_read_chunks_is_still_found(monkeypatch):
 
 
 def _survives(data, fmt, path):
-    settings_ = normalise.Settings(connection_id="c", max_body_bytes=300)
+    settings_ = RowSettings(connection_id="c", max_body_bytes=300)
     try:
         info = inspect(io.BytesIO(data), path, fmt)
         readers.header_problems(info)

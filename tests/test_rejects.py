@@ -3,7 +3,8 @@ each with one example; the dead letter still holds every row."""
 import json
 
 
-from anycost import cbf, rejects, report
+from anycost import cbf
+from anycost.outcomes import reject_reasons as rejects, report
 from anycost.config import RunConfig
 from tests.support import read_dead_letters, run_cli, write_csv
 

@@ -156,8 +156,8 @@ def test_the_sink_cannot_be_pickled_with_the_key(key):
 def test_a_server_echoing_the_key_is_redacted(key):
     import http.server
     import threading
-    from anycost.client import AnyCostClient
-    from anycost.api_key import ApiKey
+    from anycost.delivery.client import AnyCostClient
+    from anycost.delivery.api_key import ApiKey
 
     class Echo(http.server.BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 (http.server's naming)

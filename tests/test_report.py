@@ -1,12 +1,12 @@
-"""anycost.report: the run report, its table, the exit status and the reject gate."""
+"""anycost.outcomes.report: the run report, its table, the exit status and the reject gate."""
 import json
 
 import pytest
 
-from anycost import report
+from anycost.outcomes import report
 from anycost.config import DRY_RUN, RunConfig
 from anycost.delivery import ALREADY_DELIVERED, DELIVERED, FAILED, NOT_SENT, BodyResult
-from anycost.packing import StreamMonthPlan
+from anycost.bodies.packing import StreamMonthPlan
 
 CONFIG = RunConfig(inputs=("in.csv",), connection_id="c1")
 

@@ -1,4 +1,4 @@
-"""anycost.retry: which outcomes are retried, how long to wait, and when to give up."""
+"""anycost.delivery.retry: which outcomes are retried, how long to wait, and when to give up."""
 import email.utils
 import random
 import time
@@ -6,7 +6,7 @@ import time
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from anycost.retry import KeyGeneration, Outcome, RetryPolicy, explain, parse_retry_after
+from anycost.delivery.retry import KeyGeneration, Outcome, RetryPolicy, explain, parse_retry_after
 
 POLICY = RetryPolicy(max_attempts=8, max_total_seconds=600, backoff_base=0.5, backoff_max=60)
 KEY = "sk-SECRET-api-key-123"

@@ -1,4 +1,4 @@
-"""anycost.rows: Python values and typed record batches become the text the file path gives them;
+"""anycost.inputs.rows: Python values and typed record batches become the text the file path gives them;
 values with no CBF form reject their row with a reason; the same rows in any order or split
 give byte-identical bodies."""
 import datetime as dt
@@ -9,10 +9,12 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
-from anycost import normalise, packing, rows, typed_text
+from anycost.inputs import normalise, rows, typed_text
+from anycost.bodies import packing
+from anycost.config import RowSettings
 
 START, COST, AMOUNT = "time/usage_start", "cost/cost", "usage/amount"
-SETTINGS = normalise.Settings(connection_id="c1")
+SETTINGS = RowSettings(connection_id="c1")
 
 
 def text_of(value, column=COST):
@@ -134,7 +136,7 @@ def test_record_batches_with_typed_columns_render_like_dicts():
 
 
 def bodies_of(batches, operation="sum", max_body_bytes=2000):
-    settings = normalise.Settings(connection_id="c1", operation=operation)
+    settings = RowSettings(connection_id="c1", operation=operation)
     chunks = [chunk for data in batches for _, chunk in rows.normalise_rows(data, settings).chunks]
     plan = packing.plan_stream_month("c1", "2024-01", chunks, operation, max_body_bytes)
     assert plan.refused is None

@@ -4,7 +4,8 @@ import types
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from anycost import api_key, files
+from anycost.delivery import api_key
+from anycost.inputs import files
 from pipeline import graph
 from anycost.config import RunConfig
 from anycost_emulator import Emulator

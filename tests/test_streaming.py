@@ -14,7 +14,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing import test_stream
 from apache_beam.transforms import window
 
-from anycost import config, hourly
+from anycost import config
+from anycost.inputs import hourly
 from anycost_emulator import Emulator
 from transforms import AggregateHourly, WriteToAnyCost
 from transforms.streaming import WriteStreaming

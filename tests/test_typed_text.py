@@ -1,4 +1,4 @@
-"""anycost.typed_text: typed Arrow columns (Parquet) as exact CBF text."""
+"""anycost.inputs.typed_text: typed Arrow columns (Parquet) as exact CBF text."""
 import datetime as dt
 from decimal import Decimal
 
@@ -6,8 +6,8 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from anycost import values
-from anycost.typed_text import UnsupportedColumnType, column_to_text, type_problem
+from anycost.inputs import values
+from anycost.inputs.typed_text import UnsupportedColumnType, column_to_text, type_problem
 
 
 def text(array):
@@ -181,7 +181,8 @@ def test_sliced_input_is_handled():
 
 from hypothesis import given, settings as hyp_settings, strategies as hyp  # noqa: E402,F811
 
-from anycost.typed_text import NUMBER, TIMESTAMP, text_and_kind  # noqa: E402
+from anycost.inputs.typed_text import NUMBER, TIMESTAMP, text_and_kind  # noqa: E402
+from anycost.config import RowSettings
 
 
 @hyp_settings(max_examples=200, deadline=None)
@@ -214,12 +215,12 @@ def test_a_typed_column_in_the_wrong_role_is_still_validated():
     import io
     import numpy as np
     import pyarrow.parquet as pq
-    from anycost import normalise, readers
+    from anycost.inputs import normalise, readers
     buffer = io.BytesIO()
     pq.write_table(pa.table({"time/usage_start": pa.array([1, 2], pa.int64()),
                              "cost/cost": pa.array([0, 1000], pa.timestamp("s"))}), buffer)
     [text] = list(readers.read_batches(io.BytesIO(buffer.getvalue()), "t.parquet", "parquet"))
     result = normalise.normalise_batch(text.batch, normalise.SourceBatch("t.parquet", (0,), np.array([1, 2])),
-                                       normalise.Settings(connection_id="c"))
+                                       RowSettings(connection_id="c"))
     assert result.chunks == [] and len(result.rejects) == 2
     assert "time/usage_start" in result.rejects[0]["reason"] and "cost/cost" in result.rejects[0]["reason"]

@@ -1,4 +1,4 @@
-"""anycost.values: exact rendering of numbers and timestamps, and exact sums."""
+"""anycost.inputs.values: exact rendering of numbers and timestamps, and exact sums."""
 import datetime as dt
 import decimal
 import re
@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from anycost import values
-from anycost.values import InvalidValue, exact_sum, render_float, render_number, render_timestamp
+from anycost.inputs import values
+from anycost.inputs.values import InvalidValue, exact_sum, render_float, render_number, render_timestamp
 
 PLAIN = re.compile(r"-?[0-9]+(\.[0-9]+)?")  # what the API accepts (and the emulator checks)
 

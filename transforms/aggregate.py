@@ -5,7 +5,7 @@ import apache_beam as beam
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration
 
-from anycost import hourly
+from anycost.inputs import hourly
 
 HOUR_SECONDS = 3600
 _UNREADABLE = "unreadable"
@@ -76,7 +76,7 @@ class AggregateHourly(beam.PTransform):
     `time/usage_end` the latest of the rows', and `cost/*` and `usage/amount` the exact
     `Decimal` sums. `lineitem/id` is compared like any column, so per-event ids keep rows
     apart: drop it first. Rows it cannot read pass through unchanged for `WriteToAnyCost`
-    to reject with a reason. See `anycost.hourly` for the rules.
+    to reject with a reason. See `anycost.inputs.hourly` for the rules.
 
     On bounded input each key gives one row. On unbounded input the rows are windowed by
     the hour of their `time/usage_start`: one row per key when the watermark passes the

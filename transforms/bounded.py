@@ -12,7 +12,7 @@ import typing
 
 import apache_beam as beam
 
-from anycost import report
+from anycost.outcomes import report
 from transforms.plan import PlanDrops
 from transforms.sink import WriteBillingDrops
 
@@ -28,7 +28,7 @@ class WriteBounded(beam.PTransform):
         written = {"chunks": chunks, "rejected_counts": counts, "holds": reasons} | WriteBounded(settings)
 
     Inputs (a dict of PCollections): `chunks`, ((connection_id, month), Chunk) from
-    `anycost.normalise`; `rejected_counts`, a few ints that sum to the rows rejected;
+    `anycost.inputs.normalise`; `rejected_counts`, a few ints that sum to the rows rejected;
     optionally `holds`, reason strings: any reason holds every POST back, and the bodies
     are reported `not_sent` with it. `settings` is an `anycost.config.WriteSettings`.
     Returns a `WriteBoundedResult`.

@@ -8,7 +8,7 @@ import typing
 
 import apache_beam as beam
 
-from anycost import packing
+from anycost.bodies import packing
 
 
 def without_rows(keyed_chunk):

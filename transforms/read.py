@@ -6,7 +6,10 @@ import typing
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from anycost import files, normalise, progress, readers, sources
+from anycost.inputs import files, normalise, readers, sources
+from anycost.outcomes import progress
+from anycost.config import RowSettings
+from anycost.inputs import dead_letter
 
 REJECTS, STATS, FILE_ERRORS = "rejects", "stats", "file_errors"
 RULES = "input_rules"  # {rule: rows} counts of the input rules applied (FOCUS, tag keys)
@@ -21,7 +24,7 @@ class ReadAndNormalise(beam.DoFn):
     broke part-way (`file_errors`). Nothing here is per row in Python.
     """
 
-    def __init__(self, settings: normalise.Settings, parts_per_file=None):
+    def __init__(self, settings: RowSettings, parts_per_file=None):
         self._settings = settings
         self._parts_per_file = parts_per_file or {}
         self._rows_read = Metrics.counter("cloudzero", "rows_read")
@@ -44,7 +47,7 @@ class ReadAndNormalise(beam.DoFn):
                     yield from result.chunks
                     bad = text.rejects + result.rejects
                     for record in bad:
-                        yield beam.pvalue.TaggedOutput(REJECTS, normalise.dumps_reject(record))
+                        yield beam.pvalue.TaggedOutput(REJECTS, dead_letter.dumps_reject(record))
                     rows_read += result.rows_in + len(text.rejects)
                     rejected += len(bad)
                     self._progress.rows(result.rows_in + len(text.rejects))
@@ -120,9 +123,9 @@ class ReadCbf(beam.PTransform):
 
     Args:
       inputs: glob patterns over any Beam filesystem, planned (and their columns checked:
-        `anycost.files.InputProblems`) when the transform is built; or the `FileSplit`s of
-        `anycost.files.plan_splits`.
-      settings: an `anycost.config.WriteSettings` or `anycost.normalise.Settings`.
+        `anycost.inputs.files.InputProblems`) when the transform is built; or the `FileSplit`s of
+        `anycost.inputs.files.plan_splits`.
+      settings: an `anycost.config.WriteSettings` or `anycost.RowSettings`.
 
     Returns the outputs of `ReadAndNormalise`: `chunks` (main), `rejects`, `stats`,
     `file_errors` and `rules`.

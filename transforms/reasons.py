@@ -7,7 +7,7 @@ import json
 
 import apache_beam as beam
 
-from anycost import rejects
+from anycost.outcomes import reject_reasons as rejects
 
 
 class _TallyReasons(beam.CombineFn):

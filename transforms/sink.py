@@ -18,9 +18,14 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from anycost import api_key, config as run_config, delivery, normalise, packing, progress
-from anycost.client import AnyCostClient
-from anycost.run_state import RunState
+from anycost.delivery import api_key, retry
+from anycost import config as run_config, delivery
+from anycost.inputs import normalise
+from anycost.bodies import packing
+from anycost.outcomes import progress
+from anycost.delivery.client import AnyCostClient
+from anycost.delivery.ledger import RunState
+from anycost.outcomes import notices
 
 LOG = logging.getLogger("cloudzero.delivery")
 
@@ -123,7 +128,7 @@ class SendConnections(beam.DoFn):
             plans.append(plan)
             if plan.resource_ids_cut:
                 LOG.warning("%s %s: %s", connection_id, month,
-                            normalise.resource_id_notice(plan.resource_ids_cut, plan.resource_id_example))
+                            notices.resource_id_notice(plan.resource_ids_cut, plan.resource_id_example))
             refusal = held is not None and delivery.month_limit_refusal(month, held.get(month, 0), plan.row_count)
             if refusal:
                 LOG.error("%s %s refused: %s", connection_id, month, refusal)
@@ -148,7 +153,7 @@ class SendConnections(beam.DoFn):
         client = AnyCostClient(config.api_url, self._key, config.connect_timeout, config.read_timeout,
                                config.test_namespace)
         try:
-            sender = delivery.ConnectionSender(client, config.retry_policy(), state=self._state,
+            sender = delivery.ConnectionSender(client, retry.policy_for(config), state=self._state,
                                                observer=self._tally)
             if config.mode == run_config.VALIDATE_ONLY:
                 return sender.validate(bodies)

@@ -25,8 +25,13 @@ from apache_beam.transforms import userstate
 from apache_beam.transforms.periodicsequence import PeriodicImpulse
 from apache_beam.utils.timestamp import MAX_TIMESTAMP
 
-from anycost import delivery, file_units, normalise
-from anycost.run_state import RunState
+from anycost import delivery
+from anycost.delivery import retry
+from anycost.bodies import file_units
+from anycost.inputs import normalise
+from anycost.delivery.ledger import RunState
+from anycost.config import RowSettings
+from anycost.inputs import dead_letter
 from transforms.streaming import connect, write_body
 
 LOG = logging.getLogger("cloudzero.watch")
@@ -70,7 +75,7 @@ class DiscoverAndRead(beam.DoFn):
     SEEN = userstate.BagStateSpec("seen", beam.coders.StrUtf8Coder())
     NEXT = userstate.ReadModifyWriteStateSpec("next", beam.coders.PickleCoder())
 
-    def __init__(self, settings: normalise.Settings, max_rejected_rows, dead_letter_prefix, results_dir):
+    def __init__(self, settings: RowSettings, max_rejected_rows, dead_letter_prefix, results_dir):
         self._settings = settings
         self._limit = max_rejected_rows
         self._dead_letter = dead_letter_prefix
@@ -105,7 +110,7 @@ class DiscoverAndRead(beam.DoFn):
         path = f"{self._dead_letter}-{read.identity.digest}.jsonl"
         with FileSystems.create(path) as handle:
             for record in read.rejects:
-                handle.write((normalise.dumps_reject(record) + "\n").encode())
+                handle.write((dead_letter.dumps_reject(record) + "\n").encode())
         return path
 
 
@@ -160,7 +165,7 @@ class SendFiles(beam.DoFn):
         elif self._key_error:
             results = [delivery.result_for(b, delivery.FAILED, message=self._key_error) for b in bodies]
         else:
-            sender = delivery.ConnectionSender(self._client, c.retry_policy(),
+            sender = delivery.ConnectionSender(self._client, retry.policy_for(c),
                                                state=self._ledger)
             results = sender.validate(bodies) if c.mode == "validate_only" else sender.send(bodies)
         results = refusals + results

@@ -8,7 +8,8 @@ from apache_beam.transforms.window import GlobalWindow, GlobalWindows
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from anycost import cbf, config, rows
+from anycost import cbf, config
+from anycost.inputs import rows
 from transforms import result as results
 from transforms.bounded import WriteBounded
 from transforms.streaming import WriteStreaming

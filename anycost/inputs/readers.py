@@ -20,8 +20,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from anycost import cbf, focus, normalise, sources, tags, typed_text
-from anycost.normalise import reject_record
+from anycost import cbf
+from anycost.inputs import focus, normalise, sources, tags, typed_text
+from anycost.config import RowSettings
+from anycost.inputs.dead_letter import reject_record
 
 CSV_BLOCK_BYTES = 16 << 20  # must exceed the largest row; a 5 MB body bounds useful rows
 PARQUET_BATCH_ROWS = 65_536
@@ -82,9 +84,9 @@ _DELIMITERS = ((";", "';'", "';'"), ("\t", "a tab", "tab"), ("|", "'|'", "'|'"),
 def header_problems(info: FileInfo, stream_column=None, settings=None):
     """Every reason the file's columns stop the run, one message each.
 
-    `settings` (anycost.normalise.Settings) carries the input format, the column map and
-    the unknown-column and tag-key switches; see anycost.sources.plan_columns."""
-    settings = settings or normalise.Settings()
+    `settings` (anycost.RowSettings) carries the input format, the column map and
+    the unknown-column and tag-key switches; see anycost.inputs.sources.plan_columns."""
+    settings = settings or RowSettings()
     if stream_column and not settings.stream_column:
         settings = dataclasses.replace(settings, stream_column=stream_column)
     stream_column = settings.stream_column
@@ -174,7 +176,7 @@ def _parquet_batches(fileobj, path, row_groups, select=None, keep_nested=False):
 
 def _as_text_batch(batch, keep_nested):
     """Typed columns as CBF text, their kind in the field metadata; with `keep_nested`,
-    map, struct and list columns pass as they are (anycost.tags reads them)."""
+    map, struct and list columns pass as they are (anycost.inputs.tags reads them)."""
     arrays, fields = [], []
     for field, column in zip(batch.schema, batch.columns):
         if keep_nested and pa.types.is_nested(column.type):

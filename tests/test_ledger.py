@@ -1,11 +1,11 @@
-"""anycost.run_state.RunState on tmp_path: the ledger that makes reruns resume, not repeat."""
+"""anycost.delivery.ledger.RunState on tmp_path: the ledger that makes reruns resume, not repeat."""
 import json
 import os
 
 import pytest
 
-from anycost.packing import PlannedBody, idempotency_key
-from anycost.run_state import ConnectionLedger, RunState
+from anycost.bodies.packing import PlannedBody, idempotency_key
+from anycost.delivery.ledger import ConnectionLedger, RunState
 
 
 def body(seq=1, month="2024-08", connection="conn", data=b"x", operation="sum"):

@@ -1,6 +1,6 @@
 """HTTP only: one request to the AnyCost Stream API, turned into an `Outcome`.
 
-No retries and no ordering here (see `anycost.retry` and `anycost.delivery`); this class
+No retries and no ordering here (see `anycost.delivery.retry` and `anycost.delivery`); this class
 only knows URLs, headers and how to read CloudZero's answers. TLS verification is always
 on (`REQUESTS_CA_BUNDLE` may name the CA bundle to verify with). Only a validated
 connection id ever reaches a URL path.
@@ -27,31 +27,15 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from anycost import cbf
-from anycost import retry
-from anycost.retry import Outcome
+from anycost.config import is_loopback, url_problem  # noqa: F401 (url_problem is part of this module's face)
+from anycost.delivery import retry
+from anycost.delivery.retry import Outcome
 
 LOG = logging.getLogger("cloudzero.client")
 
 API_PREFIX = "/v2/connections/billing/anycost"
 
 
-def url_problem(api_url):
-    """Why `api_url` is refused, or None: https is required unless the host is loopback."""
-    parts = urlsplit(api_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"--api_url {api_url!r} is not an http(s) URL"
-    if parts.scheme == "https" or is_loopback(parts.hostname):
-        return None
-    return f"--api_url must use https:// (plain http is allowed only for a loopback host), not {api_url!r}"
-
-
-def is_loopback(host):
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 _WIRE = threading.local()  # .sent: whether the current request wrote anything to the socket

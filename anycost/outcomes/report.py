@@ -7,7 +7,9 @@ No Beam, no HTTP.
 """
 import collections
 
-from anycost import config as run_config, delivery, normalise
+from anycost import config as run_config, delivery
+from anycost.inputs import normalise
+from anycost.outcomes import notices
 
 GOOD_MONTH_STATUSES = {"delivered", "dry_run", "valid", "verified"}
 
@@ -78,7 +80,7 @@ def build(config, stats, summaries, results, dead_letter_files=(), file_errors=(
         if getattr(summary, "resource_ids_cut", 0):
             streams[summary.connection_id][summary.month]["resource_ids_cut"] = {
                 "rows": summary.resource_ids_cut, "example": summary.resource_id_example,
-                "message": normalise.resource_id_notice(summary.resource_ids_cut, summary.resource_id_example)}
+                "message": notices.resource_id_notice(summary.resource_ids_cut, summary.resource_id_example)}
     for result in sorted(results, key=lambda r: (r.connection_id, r.month, r.seq)):
         entry = streams[result.connection_id][result.month]
         entry["counts"][result.status] += 1
@@ -210,7 +212,7 @@ def render(report):
     if cut:
         conn, month, first = cut[0]
         total = sum(entry["rows"] for _, _, entry in cut)
-        lines.append(f"note: {normalise.resource_id_notice(total, first['example'])} "
+        lines.append(f"note: {notices.resource_id_notice(total, first['example'])} "
                      f"(first in {conn} {month}; per month in the JSON report)")
     if report.get("month_check", "").startswith("skipped"):
         lines.append("monthly row limits were not checked against what CloudZero already holds "

@@ -5,7 +5,7 @@ uploading. The check is the row count and the exact `Decimal` total of `cost/cos
 With `sum`, rows other runs put into the same month count too: verify is exact only
 when this input is the month's only source. No Beam, no HTTP.
 """
-from anycost import values
+from anycost.inputs import values
 
 MATCH, MISMATCH, MISSING, ERROR = "match", "mismatch", "missing", "error"
 

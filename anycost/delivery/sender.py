@@ -3,7 +3,7 @@
 This is the sink's logic without Beam: months ascending, bodies in order, never more than
 one request in flight (a body waiting for its retry holds the connection), and once a body
 fails for good the later bodies of the connection are not sent, because they would land
-out of order. Each attempt's idempotency key comes from `anycost.retry.KeyGeneration`:
+out of order. Each attempt's idempotency key comes from `anycost.delivery.retry.KeyGeneration`:
 the same key while any attempt under it may have been applied, the next key of the body's
 fixed sequence after definite errors only. With `sum`, months that would pass CloudZero's
 monthly row limit given what it already holds are refused before anything of them is sent.
@@ -15,42 +15,11 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 from anycost import cbf
-from anycost.retry import KeyGeneration, Outcome, RetryPolicy
+from anycost.delivery.results import (ALREADY_DELIVERED, DELIVERED, FAILED, INVALID, NOT_SENT, REFUSED, VALID,
+                                      BodyResult, result_for)
+from anycost.delivery.retry import KeyGeneration, Outcome, RetryPolicy
 
 LOG = logging.getLogger("cloudzero.delivery")
-
-DELIVERED = "delivered"
-ALREADY_DELIVERED = "already_delivered"
-FAILED = "failed"
-NOT_SENT = "not_sent"
-REFUSED = "refused"
-DRY_RUN = "dry_run"
-VALID = "valid"
-INVALID = "invalid"
-
-
-@dataclasses.dataclass(frozen=True)
-class BodyResult:
-    connection_id: str
-    month: str
-    seq: int
-    count: int
-    rows: int
-    bytes: int
-    status: str
-    attempts: int = 0
-    drop_id: Optional[str] = None
-    message: str = ""
-    idempotency_key: str = ""  # the key of the last attempt
-    generation: int = 0  # its key generation
-    key_moves: Tuple[str, ...] = ()  # why the body moved to a new key, once per move
-
-
-def result_for(body, status, **details):
-    details.setdefault("idempotency_key", body.idempotency_key)
-    return BodyResult(body.connection_id, body.month, body.seq, body.count, body.row_count,
-                      body.byte_count, status, **details)
-
 
 def rows_held(payload) -> Dict[str, int]:
     """Rows CloudZero holds per month, from the answer to `GET .../billing_drops`."""
@@ -164,8 +133,8 @@ class ConnectionSender:
         return results
 
     def verify(self, summaries):
-        """Read each month back and compare it with the input (see `anycost.verify`)."""
-        from anycost import verify  # pylint: disable=import-outside-toplevel
+        """Read each month back and compare it with the input (see `anycost.delivery.verify`)."""
+        from anycost.delivery import verify# pylint: disable=import-outside-toplevel
         records = []
         for summary in sorted(summaries, key=lambda s: s.month):
             if summary.refused:

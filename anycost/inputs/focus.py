@@ -18,7 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from anycost import cbf, tags, typed_text
+from anycost import cbf
+from anycost.inputs import tags, typed_text
 
 _STRING = pa.string()
 _NULL = pa.scalar(None, _STRING)
@@ -291,7 +292,7 @@ def _check_currency(billing_currency, currency, counts, refusals):
 
 
 def _tags(column, tag_keys, counts, refusals):
-    """`resource/tag:<key>` columns over the rows; see anycost.tags for the rules."""
+    """`resource/tag:<key>` columns over the rows; see anycost.inputs.tags for the rules."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     if pa.types.is_string(column.type):

@@ -15,8 +15,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from anycost import cbf, values
-from anycost.normalise import BODY_SUFFIX, body_prefix
+from anycost import cbf
+from anycost.inputs import values
+from anycost.wire import BODY_SUFFIX, body_prefix
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +63,7 @@ class StreamMonthPlan:
 def idempotency_key(connection_id, month, operation, seq, body, generation=0):
     """sha256 of what the drop is: the body's identity, and its key of generation 0.
     `seq` keeps two identical bodies of one month distinct, so that repeated rows are
-    summed, not mistaken for a retry. Later generations (see `anycost.retry.KeyGeneration`)
+    summed, not mistaken for a retry. Later generations (see `anycost.delivery.retry.KeyGeneration`)
     derive from it, so every run walks the same sequence of keys."""
     digest = hashlib.sha256()
     for part in (connection_id, month, operation, str(seq)):

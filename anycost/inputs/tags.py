@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from anycost import cbf, typed_text
+from anycost import cbf
+from anycost.inputs import typed_text
 
 _STRING = pa.string()
 

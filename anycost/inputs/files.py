@@ -13,8 +13,8 @@ from typing import List, Optional, Tuple
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from anycost import readers, sources
-from anycost.normalise import Settings
+from anycost.inputs import readers, sources
+from anycost.config import RowSettings
 
 LOG = logging.getLogger("cloudzero")
 PARQUET_ROW_GROUPS_PER_SPLIT = 4
@@ -98,10 +98,10 @@ def load_column_map(path):
 
 def plan_splits(patterns, stream_column=None, threads=16) -> List[FileSplit]:
     """Check every file's columns and cut the input into splits, in a deterministic order."""
-    return plan(patterns, Settings(stream_column=stream_column), threads).splits
+    return plan(patterns, RowSettings(stream_column=stream_column), threads).splits
 
 
-def plan(patterns, settings: Settings, threads=16) -> InputPlan:
+def plan(patterns, settings: RowSettings, threads=16) -> InputPlan:
     """`plan_splits` under the run's settings (input format, column map, switches), with the
     columns left out and the warnings a person should see."""
     sizes = {}

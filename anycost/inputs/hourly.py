@@ -34,7 +34,8 @@ import json
 from decimal import Decimal
 from typing import Dict, NamedTuple, Optional, Tuple
 
-from anycost import cbf, values
+from anycost import cbf
+from anycost.inputs import values
 
 USAGE_AMOUNT = "usage/amount"
 _UTC = dt.timezone.utc

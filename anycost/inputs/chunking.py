@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from anycost import values
+from anycost.inputs import values
 
 # Rows cross the shuffle LZ4-compressed: JSON shrinks about 5x at ~900 MB/s, which cuts
 # the shuffle's bytes (Dataflow bills them) and the runner's copies of them.
@@ -25,7 +25,7 @@ class Chunk(NamedTuple):
     `codec` ("" for none); `json_rows()` gives them back. `lengths` is the byte length
     of each row (int32, native order). `order` sorts chunks back into input order after a
     shuffle; None means the rows have no source position (rows from a user's pipeline), and
-    `anycost.packing` then sorts the stream-month's rows canonically instead. `hours`
+    `anycost.bodies.packing` then sorts the stream-month's rows canonically instead. `hours`
     (uint16 hour-of-month per row) is filled for replace_hourly.
     """
     order: tuple

@@ -11,7 +11,7 @@ from decimal import Decimal
 
 # Already in the form we send: no sign on zero, no leading zeros, no exponent. A negative
 # zero (`-0`, `-0.00`) is not plain: it is sent as `0`. Wrapped in a group so that it can be
-# anchored as `^...$` by the Arrow (RE2) fast path in `anycost.normalise`.
+# anchored as `^...$` by the Arrow (RE2) fast path in `anycost.inputs.normalise`.
 PLAIN_NUMBER = re.compile(r"(?:-?[1-9][0-9]*(?:\.[0-9]+)?|-?0\.[0-9]*[1-9][0-9]*|0(?:\.[0-9]+)?)")
 _ANY_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 # The widest number we agree to send: a cost with more digits than this is a broken export.

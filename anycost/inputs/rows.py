@@ -1,12 +1,12 @@
 """Rows from any pipeline (dicts, or typed Arrow record batches) as CBF text columns.
 
 `WriteToAnyCost` takes rows from BigQuery, Pub/Sub or a user's own transforms. Their values
-get exactly the text the file path gives them (see `anycost.typed_text`): `str` as is, `int`
+get exactly the text the file path gives them (see `anycost.inputs.typed_text`): `str` as is, `int`
 as written, `float` as its shortest round-trip decimal without an exponent, `Decimal`
 exactly and plain, `datetime` as UTC `...Z` (naive means UTC), `date` as midnight UTC, `None`
 absent. A value of any other type (bool, bytes, list...), a non-finite number or a column
 that is not CBF rejects its row with a reason; it never raises. Validation proper stays in
-`anycost.normalise`, which takes the text batch from here.
+`anycost.inputs.normalise`, which takes the text batch from here.
 
 The work is done column by column: an all-`str` column goes straight to `pa.array`, and
 numbers and times of one type are converted by Arrow in one call. No Beam, no HTTP.
@@ -21,8 +21,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from anycost import cbf, normalise, sources, typed_text
-from anycost.values import MAX_NUMBER_CHARS
+from anycost import cbf
+from anycost.inputs import normalise, sources, typed_text
+from anycost.inputs.values import MAX_NUMBER_CHARS
+from anycost.config import RowSettings
 
 _STRING = pa.string()
 _UTC = dt.timezone.utc
@@ -283,17 +285,17 @@ def _decimal_kind(text):
     return None if pc.any(negative_zero).as_py() else typed_text.NUMBER
 
 
-def normalise_rows(rows, settings: normalise.Settings) -> normalise.NormalisedBatch:
+def normalise_rows(rows, settings: RowSettings) -> normalise.NormalisedBatch:
     """Dict rows all the way to chunks: text (here), then `normalise.normalise_batch`.
 
-    The chunks carry no source position (`order` None), so `anycost.packing` sorts their
+    The chunks carry no source position (`order` None), so `anycost.bodies.packing` sorts their
     rows canonically: the same rows give the same bodies in any order or bundling."""
     if settings.input_format == sources.FOCUS:
         return _normalise_focus(rows_to_text(rows, cbf_columns_only=False), settings)
     return normalise_text(rows_to_text(rows, _extra(settings)), settings)
 
 
-def normalise_record_batch(batch, settings: normalise.Settings) -> normalise.NormalisedBatch:
+def normalise_record_batch(batch, settings: RowSettings) -> normalise.NormalisedBatch:
     """A typed record batch all the way to chunks, as `normalise_rows`."""
     if settings.input_format == sources.FOCUS:
         return _normalise_focus(TextRows(batch, []), settings)
@@ -301,7 +303,7 @@ def normalise_record_batch(batch, settings: normalise.Settings) -> normalise.Nor
 
 
 def _normalise_focus(focus_rows: TextRows, settings):
-    """FOCUS rows: mapped to CBF columns as the file path maps them (`anycost.sources`), rows
+    """FOCUS rows: mapped to CBF columns as the file path maps them (`anycost.inputs.sources`), rows
     refused by its rules (another currency, say) rejected with their FOCUS values."""
     batch = focus_rows.batch
     prepared = sources.prepare(batch, settings)
@@ -319,7 +321,7 @@ def _normalise_focus(focus_rows: TextRows, settings):
     return result
 
 
-def normalise_text(text: TextRows, settings: normalise.Settings) -> normalise.NormalisedBatch:
+def normalise_text(text: TextRows, settings: RowSettings) -> normalise.NormalisedBatch:
     n = text.batch.num_rows
     source = normalise.SourceBatch("", None, np.zeros(n, np.int64))
     result = normalise.normalise_batch(text.batch, source, settings)

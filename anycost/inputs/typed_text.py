@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from anycost import values
+from anycost.inputs import values
 
 _STRING = pa.string()
 
@@ -33,7 +33,7 @@ def type_problem(arrow_type):
 
 
 # What a typed column's text is known to be, recorded in the field's metadata so that
-# validation can skip checks the type already guarantees (see anycost.normalise).
+# validation can skip checks the type already guarantees (see anycost.inputs.normalise).
 KIND_KEY = b"cbf_kind"
 NUMBER, TIMESTAMP = b"number", b"timestamp"
 

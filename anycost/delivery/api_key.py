@@ -5,9 +5,8 @@ from Google Secret Manager. Pipeline options and pickled DoFns only ever hold th
 of the variable or the secret's resource path.
 """
 import os
-import re
 
-SECRET_RESOURCE = re.compile(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+")
+from anycost.config import SECRET_RESOURCE
 
 
 class ApiKeyError(Exception):

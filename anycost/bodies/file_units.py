@@ -5,14 +5,16 @@ time): a file rewritten in place is a new file, and two files with identical row
 deliveries, because the identity is part of every body's idempotency key. A file is read
 whole, validated, and gated on its own: over the reject limit, or unreadable, it is held
 back whole and reported, while other files go on. No Beam transforms, no HTTP; reading
-goes through Beam's FileSystems (local paths, gs://), like `anycost.files`.
+goes through Beam's FileSystems (local paths, gs://), like `anycost.inputs.files`.
 """
 import collections
 import dataclasses
 import hashlib
 from typing import Dict, List, NamedTuple, Optional
 
-from anycost import files, normalise, packing, readers, sources
+from anycost.inputs import files, normalise, readers, sources
+from anycost.bodies import packing
+from anycost.config import RowSettings
 
 
 class FileIdentity(NamedTuple):
@@ -41,7 +43,7 @@ class FileRead:
     file_error: Optional[str] = None  # why the file could not be read to the end
 
 
-def read_file(identity: FileIdentity, settings: normalise.Settings, max_rejected_rows) -> FileRead:
+def read_file(identity: FileIdentity, settings: RowSettings, max_rejected_rows) -> FileRead:
     """Read and validate one whole file; never raises for a bad file, it says why instead."""
     path = identity.path
     read = FileRead(identity, collections.defaultdict(lambda: collections.defaultdict(list)), [])

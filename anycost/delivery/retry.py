@@ -132,6 +132,12 @@ class KeyGeneration:
         return dataclasses.replace(self, number=self.number + 1), reason
 
 
+def policy_for(settings) -> RetryPolicy:
+    """The retry policy of a run's `WriteSettings`: a whole attempt is its connect plus read timeout."""
+    return RetryPolicy(settings.max_attempts, settings.max_retry_seconds,
+                       attempt_seconds=settings.connect_timeout + settings.read_timeout)
+
+
 def parse_retry_after(value, now):
     """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), or None."""
     if not value:

@@ -12,8 +12,9 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from anycost import hourly, packing
-from anycost.normalise import BODY_SUFFIX, body_prefix
+from anycost.inputs import hourly
+from anycost.bodies import packing
+from anycost.wire import BODY_SUFFIX, body_prefix
 
 REPLACE_HOURLY, SUM = "replace_hourly", "sum"
 # Every rendered row opens with `{"time/usage_start":"YYYY-MM-DDTHH`: its hour is at a fixed place.

@@ -4,7 +4,7 @@ tag keys, decided once per header and applied to every record batch.
 `plan_columns` decides from a header alone: the launcher uses it to stop a run before it
 starts (exit 3) and to list the columns left out; the reader uses it to skip Parquet
 columns nobody needs. `prepare` applies the same decisions to a batch, and
-`normalise_batch` then validates it (`anycost.normalise`) and puts the refused rows in the
+`normalise_batch` then validates it (`anycost.inputs.normalise`) and puts the refused rows in the
 dead letter with the source row as it was. No Beam, no HTTP.
 """
 import collections
@@ -15,7 +15,10 @@ from typing import Dict, Tuple
 import numpy as np
 import pyarrow as pa
 
-from anycost import cbf, focus, normalise, tags
+from anycost import cbf
+from anycost.inputs import focus, normalise, tags
+from anycost.config import RowSettings
+from anycost.inputs import dead_letter
 
 CBF, FOCUS = "cbf", "focus"
 INPUT_FORMATS = (CBF, FOCUS)
@@ -55,7 +58,7 @@ class ColumnPlan:
     problems: Tuple[str, ...]  # reasons the run must stop (without the file's name)
 
 
-def plan_columns(names, settings: normalise.Settings) -> ColumnPlan:
+def plan_columns(names, settings: RowSettings) -> ColumnPlan:
     """Which of a header's columns are read, under which name, and what is wrong with it."""
     mapping = dict(settings.column_map)
     problems = [f"--column_map names column {source!r}, which the file does not have"
@@ -104,7 +107,7 @@ def _column_problem(target, settings):
     return problem
 
 
-def reader_options(settings: normalise.Settings):
+def reader_options(settings: RowSettings):
     """Keyword arguments for `readers.read_batches`: the delimiter, and the Parquet columns to read."""
     def select(names):
         return list(plan_columns(names, settings).targets)
@@ -121,7 +124,7 @@ class Prepared:
     counts: Dict[str, int]
 
 
-def prepare(batch: pa.RecordBatch, settings: normalise.Settings) -> Prepared:
+def prepare(batch: pa.RecordBatch, settings: RowSettings) -> Prepared:
     """Rename, map FOCUS, drop and sanitise, as `plan_columns` decided for this header."""
     plan = plan_columns(batch.schema.names, settings)
     fields = [batch.schema.field(s).with_name(t) for s, t in plan.targets.items()]
@@ -155,14 +158,14 @@ def _sanitise_tag_columns(batch):
     return pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields)), counts
 
 
-def normalise_batch(batch: pa.RecordBatch, source: normalise.SourceBatch, settings: normalise.Settings):
+def normalise_batch(batch: pa.RecordBatch, source: normalise.SourceBatch, settings: RowSettings):
     """`prepare`, then `normalise.normalise_batch`; returns (NormalisedBatch, rule counts).
 
     Rejected rows carry the source row as it was in the file (FOCUS names, not CBF)."""
     prepared = prepare(batch, settings)
     good, kept_source, rejects = prepared.batch, source, []
     if prepared.refused.any():
-        rejects = [normalise.reject_record(source.file, int(source.row_numbers[i]), prepared.reasons[i],
+        rejects = [dead_letter.reject_record(source.file, int(source.row_numbers[i]), prepared.reasons[i],
                                            _original_row(batch, i)) for i in np.flatnonzero(prepared.refused)]
         keep = ~prepared.refused
         good = good.filter(pa.array(keep))

@@ -1,6 +1,6 @@
 """Validate and render a batch of CBF rows, column by column, into JSON lines.
 
-Input: an Arrow record batch whose columns are CBF text (see `anycost.typed_text` for how
+Input: an Arrow record batch whose columns are CBF text (see `anycost.inputs.typed_text` for how
 Parquet types become text). Output: the good rows as JSON objects grouped by
 (connection id, UTC month), and one reject record per bad row.
 
@@ -17,7 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from anycost import cbf, chunking, typed_text, values
+from anycost import cbf, wire
+from anycost.config import RowSettings
+from anycost.inputs import chunking, typed_text, values
+from anycost.inputs.dead_letter import reject_record
 
 _STRING = pa.string()
 _NULL_STRING = pa.scalar(None, _STRING)
@@ -25,33 +28,6 @@ _CONTROL_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
 _FAST_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"
 _FAST_NUMBER = "^" + values.PLAIN_NUMBER.pattern + "$"
 _CONNECTION_ID = "^" + cbf.CONNECTION_ID_PATTERN.pattern + "$"
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """What normalisation needs to know about the run (never the API key)."""
-    connection_id: Optional[str] = None
-    stream_column: Optional[str] = None
-    operation: str = "sum"
-    max_body_bytes: int = cbf.MAX_BODY_BYTES
-    # How source files become CBF columns (see anycost.sources): applied before this module.
-    input_format: str = "cbf"  # or "focus"
-    column_map: tuple = ()  # ((source column, target column), ...)
-    unknown_columns: str = "refuse"  # or "drop"
-    tag_keys: str = "refuse"  # or "sanitize"
-    csv_delimiter: str = ","
-    currency: str = "USD"
-
-    def envelope_bytes(self):
-        """Bytes of a body around its rows: `{"month":"YYYY-MM","operation":"...","data":[` + `]}`."""
-        return len(body_prefix("2000-01", self.operation)) + len(BODY_SUFFIX)
-
-
-BODY_SUFFIX = b"]}"
-
-
-def body_prefix(month, operation):
-    return b'{"month":"%s","operation":"%s","data":[' % (month.encode(), operation.encode())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,12 +45,7 @@ class NormalisedBatch:
     rows_in: int
 
 
-def reject_record(file, row, reason, original):
-    """One dead-letter line: where the row was, why it was refused, and what it held."""
-    return {"file": file, "row": row, "reason": reason, "values": original}
-
-
-def normalise_batch(batch: pa.RecordBatch, source: SourceBatch, settings: Settings) -> NormalisedBatch:
+def normalise_batch(batch: pa.RecordBatch, source: SourceBatch, settings: RowSettings) -> NormalisedBatch:
     """Validate every row of `batch`, render the good ones as JSON and group them."""
     n = batch.num_rows
     if n == 0:
@@ -146,14 +117,6 @@ def _note_cut_resource_ids(chunks, connection, month, resource_id):
              zip(*(found.column(name).to_pylist() for name in ("c", "m", "id_count", "id_first")))}
     return [(key, chunk._replace(resource_ids_cut=notes[key][0], resource_id_example=notes[key][1])
              if key in notes else chunk) for key, chunk in chunks]
-
-
-def resource_id_notice(count, example):
-    """What CloudZero will do to `count` rows' resource/id, shown with `example`."""
-    parts = re.split("[/:]", example)
-    return (f"{count:,} row(s) have a {cbf.RESOURCE_ID} with more than two parts separated by / or :, "
-            f"e.g. {example!r}; CloudZero keeps the type {parts[0]!r} and the name {parts[1]!r} "
-            "and drops the rest")
 
 
 class _Problems:
@@ -338,7 +301,7 @@ def _json_rows(named_columns, problems, plain=frozenset()):
 
 def _check_row_fits(rows, settings, problems):
     # Each row carries a trailing comma; the last row of a body drops it.
-    room = settings.max_body_bytes - settings.envelope_bytes() + 1
+    room = settings.max_body_bytes - wire.envelope_bytes(settings.operation) + 1
     lengths = pc.binary_length(rows).to_numpy()
     too_big = lengths > room
     if too_big.any():
@@ -348,7 +311,3 @@ def _check_row_fits(rows, settings, problems):
                                  f"of at most {settings.max_body_bytes} bytes")
         problems.add(too_big, reasons)
 
-
-def dumps_reject(record):
-    """A dead-letter record as one JSON line (non-ASCII kept readable)."""
-    return json.dumps(record, ensure_ascii=False, sort_keys=False)
