@@ -20,15 +20,37 @@ MIN_BODY_BYTES = 1000  # below this a body holds hardly a row: a typo, not a set
 
 SECRET_RESOURCE = re.compile(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+")
 
+# The faces a message can name a setting in: the Beam API (`WriteToAnyCost(max_attempts=8)`)
+# or the command line (`--max_attempts 8`). Every message naming a setting asks these two.
+API, CLI = "api", "cli"
+FACES = (API, CLI)
 
-def url_problem(api_url):
+
+def setting_name(name, face):
+    """How the reader of `face` calls setting `name`: `max_attempts` or `--max_attempts`."""
+    return f"--{name}" if face == CLI else name
+
+
+def setting_value(name, value, face):
+    """A setting with its value as the reader of `face` writes it: `max_attempts=8` or
+    `--max_attempts 8`; `value` is the text to show."""
+    return f"--{name} {value}" if face == CLI else f"{name}={value}"
+
+
+def setting_on(name, face):
+    """A switch turned on as the reader of `face` writes it: `skip_month_check=True` or `--skip_month_check`."""
+    return f"--{name}" if face == CLI else f"{name}=True"
+
+
+def url_problem(api_url, face=CLI):
     """Why `api_url` is refused, or None: https is required unless the host is loopback."""
+    name = setting_name("api_url", face)
     parts = urlsplit(api_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"--api_url {api_url!r} is not an http(s) URL"
+        return f"{name} {api_url!r} is not an http(s) URL"
     if parts.scheme == "https" or is_loopback(parts.hostname):
         return None
-    return f"--api_url must use https:// (plain http is allowed only for a loopback host), not {api_url!r}"
+    return f"{name} must use https:// (plain http is allowed only for a loopback host), not {api_url!r}"
 
 
 def is_loopback(host):
@@ -60,8 +82,8 @@ class RowSettings:
 class WriteSettings:
     """How rows are delivered: connection, operation, limits, retries, key source, ledger.
 
-    `option_prefix` is how messages name a setting: "" for the Beam API
-    (`max_rejected_rows`), "--" for the command line (`--max_rejected_rows`)."""
+    `face` is whom the messages are for: `API` (`max_rejected_rows=0`) or `CLI`
+    (`--max_rejected_rows 0`); see `setting_name`."""
     connection_id: Optional[str] = None
     stream_column: Optional[str] = None
     operation: str = "sum"
@@ -83,7 +105,16 @@ class WriteSettings:
     mode: str = SEND
     output_dir: Optional[str] = None  # where dry-run bodies are written
     verify: bool = False
-    option_prefix: str = ""
+    face: str = API
+
+    @property
+    def option_prefix(self):
+        """"--" on the command line, "" for the Beam API (prefer `setting_name`)."""
+        return "--" if self.face == CLI else ""
+
+    def name(self, setting):
+        """`setting` as this face's reader calls it."""
+        return setting_name(setting, self.face)
 
     def normalise_settings(self):
         return RowSettings(self.connection_id, self.stream_column, self.operation, self.max_body_bytes,
@@ -107,26 +138,27 @@ class WriteSettings:
         return self
 
     def problem(self):
-        """Why these settings cannot work, naming the parameter, or None."""
+        """Why these settings cannot work, naming the parameter as this face's reader knows it, or None."""
+        n = self.name
         if (self.connection_id is None) == (self.stream_column is None):
-            return ("give exactly one of connection_id (every row goes to that connection) and "
-                    "stream_column (a column naming each row's connection)")
+            return (f"give exactly one of {n('connection_id')} (every row goes to that connection) and "
+                    f"{n('stream_column')} (a column naming each row's connection)")
         if self.connection_id is not None and not cbf.is_valid_connection_id(self.connection_id):
-            return f"connection_id {self.connection_id!r} is not allowed ({cbf.CONNECTION_ID_RULE})"
+            return f"{n('connection_id')} {self.connection_id!r} is not allowed ({cbf.CONNECTION_ID_RULE})"
         if self.stream_column is not None and (not isinstance(self.stream_column, str) or not self.stream_column):
-            return f"stream_column must be a column name, not {self.stream_column!r}"
+            return f"{n('stream_column')} must be a column name, not {self.stream_column!r}"
         if self.operation not in cbf.OPERATIONS:
-            return f"operation must be one of {', '.join(cbf.OPERATIONS)}, not {self.operation!r}"
+            return f"{n('operation')} must be one of {', '.join(cbf.OPERATIONS)}, not {self.operation!r}"
         if not isinstance(self.api_url, str):
-            return f"api_url must be a URL, not {self.api_url!r}"
-        url = url_problem(self.api_url)
+            return f"{n('api_url')} must be a URL, not {self.api_url!r}"
+        url = url_problem(self.api_url, self.face)
         if url:
-            return url.replace("--api_url", "api_url")
+            return url
         if not isinstance(self.api_key_env, str) or not self.api_key_env.strip():
-            return f"api_key_env must name an environment variable, not {self.api_key_env!r}"
+            return f"{n('api_key_env')} must name an environment variable, not {self.api_key_env!r}"
         if self.api_key_secret is not None and not (isinstance(self.api_key_secret, str)
                                                     and SECRET_RESOURCE.fullmatch(self.api_key_secret)):
-            return "api_key_secret must look like projects/P/secrets/S/versions/V"
+            return f"{n('api_key_secret')} must look like projects/P/secrets/S/versions/V"
         for name, low, high in (("max_body_bytes", MIN_BODY_BYTES, cbf.MAX_BODY_BYTES),
                                 ("max_rejected_rows", 0, None), ("max_attempts", 1, None),
                                 ("max_concurrent_streams", 1, None), ("allowed_lateness_seconds", 0, None)):
@@ -134,23 +166,25 @@ class WriteSettings:
             if not isinstance(value, int) or isinstance(value, bool) or value < low or (high and value > high):
                 span = f"between {low} and {high:,}" if high else f"a whole number of at least {low}"
                 why = " (CloudZero refuses larger bodies)" if name == "max_body_bytes" else ""
-                return f"{name} must be {span}{why}, not {value!r}"
+                return f"{n(name)} must be {span}{why}, not {value!r}"
         for name in ("max_retry_seconds", "connect_timeout", "read_timeout"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
-                return f"{name} must be a number of seconds, not {value!r}"
+                return f"{n(name)} must be a number of seconds, not {value!r}"
         if self.test_namespace is not None and not (isinstance(self.test_namespace, str)
                                                     and self.test_namespace.strip()
                                                     and self.test_namespace.isprintable()):
-            return f"test_namespace must be printable text, not {self.test_namespace!r}"
+            return f"{n('test_namespace')} must be printable text, not {self.test_namespace!r}"
         if self.state_path is not None and (not isinstance(self.state_path, str) or not self.state_path):
-            return f"state_path must be a path (local or gs://), not {self.state_path!r}"
+            return f"{n('state_path')} must be a path (local or gs://), not {self.state_path!r}"
         if self.input_format not in INPUT_FORMATS:
-            return f"input_format must be one of {', '.join(INPUT_FORMATS)}, not {self.input_format!r}"
+            return f"{n('input_format')} must be one of {', '.join(INPUT_FORMATS)}, not {self.input_format!r}"
         if self.mode not in MODES:
             return f"mode must be one of {', '.join(MODES)}, not {self.mode!r}"
         if self.mode == DRY_RUN and not self.output_dir:
-            return "a dry run needs output_dir, where the bodies are written"
+            return f"{n('dry_run')} needs {n('output_dir')}, where the bodies are written"
+        if self.face not in FACES:
+            return f"face must be one of {', '.join(FACES)}, not {self.face!r}"
         return None
 
 
@@ -161,7 +195,7 @@ class RunConfig(WriteSettings):
     inputs: Tuple[str, ...] = ()
     dead_letter_path: Optional[str] = None
     report_path: Optional[str] = None
-    option_prefix: str = "--"
+    face: str = CLI
     column_map_file: Optional[str] = None
     column_map: Tuple[Tuple[str, str], ...] = ()  # read from column_map_file at planning
     unknown_columns: str = "refuse"

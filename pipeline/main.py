@@ -146,25 +146,11 @@ def parse(argv):
         flags.refuse_unknown(beam_args, ours)
     except flags.FlagError as err:
         raise UsageError(str(err)) from None
-    if args.connection_id is not None and not cbf.is_valid_connection_id(args.connection_id):
-        raise UsageError(f"--connection_id {args.connection_id!r} is not allowed ({cbf.CONNECTION_ID_RULE})")
-    if not 1000 <= args.max_body_bytes <= cbf.MAX_BODY_BYTES:
-        raise UsageError(f"--max_body_bytes must be between 1000 and {cbf.MAX_BODY_BYTES} "
-                         "(CloudZero refuses larger bodies)")
-    problem = run_config.url_problem(args.api_url)
-    if problem:
-        raise UsageError(problem)
     modes = [name for name in ("dry_run", "validate_only", "verify_only") if getattr(args, name)]
     if len(modes) > 1:
         raise UsageError(f"--{modes[0]} and --{modes[1]} cannot be used together")
-    if args.dry_run and not args.output_dir:
-        raise UsageError("--dry_run needs --output_dir, where the bodies are written")
     if args.verify and modes:
         raise UsageError(f"--verify goes with an upload, not with --{modes[0]}")
-    if args.max_attempts < 1 or args.max_concurrent_streams < 1:
-        raise UsageError("--max_attempts and --max_concurrent_streams must be at least 1")
-    if args.api_key_secret and not run_config.SECRET_RESOURCE.fullmatch(args.api_key_secret):
-        raise UsageError("--api_key_secret must look like projects/P/secrets/S/versions/V")
     if not args.watch and (args.poll_interval is not None or args.watch_timeout is not None):
         raise UsageError("--poll_interval and --watch_timeout go with --watch")
     if args.watch and (args.verify or args.verify_only):
@@ -188,6 +174,9 @@ def parse(argv):
         tag_keys=args.tag_keys or ("sanitize" if args.input_format == sources.FOCUS else "refuse"),
         csv_delimiter=args.csv_delimiter, currency=args.currency,
         watch=args.watch, poll_interval=args.poll_interval or 60.0, watch_timeout=args.watch_timeout)
+    problem = config.problem()  # the same checks as WriteToAnyCost's, naming --flags
+    if problem:
+        raise UsageError(problem)
     return config, beam_args, args.wait
 
 

@@ -108,7 +108,7 @@ def test_over_the_reject_limit_nothing_is_posted_and_every_body_is_in_failed(emu
     assert sorted((f["connection_id"], f["month"], f["status"]) for f in out["failed"]) == [
         ("east", "2024-01", "not_sent"), ("east", "2024-02", "not_sent"), ("west", "2024-02", "not_sent")]
     for failed in out["failed"]:
-        assert failed["message"] == ("4 rows were rejected, more than max_rejected_rows 3; nothing was posted. "
+        assert failed["message"] == ("4 rows were rejected, more than max_rejected_rows=3; nothing was posted. "
                                      "Fix the rows in result.rejected and run again")
 
 
@@ -212,7 +212,7 @@ def test_an_element_that_is_not_a_row_is_rejected_not_a_crash(emu, tmp_path):
     out = run([{START: "2024-07-01T00:00:00Z", COST: "1"}, ["not", "a", "row"]], tmp_path,
               connection_id="c1", api_url=emu.url, max_rejected_rows=1)
     assert [r["reason"] for r in out["rejected"]] == [
-        "an element of type list is neither a dict nor a pyarrow.RecordBatch"]
+        "an element of type list is not a dict, beam.Row, pyarrow.RecordBatch or CbfBatch"]
     assert emulator_totals(emu) == {"c1": {"2024-07": (1, Decimal(1))}}
 
 

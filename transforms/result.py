@@ -18,11 +18,20 @@ class WriteToAnyCostResult(typing.NamedTuple):
       failed: one record per body refused (`invalid`), failed for good (`failed`) or held
         back (`not_sent`), with the reason in `message`; and one per stream-month CloudZero's
         limits refuse (`refused`, seq 0). Same fields as `delivered`.
-      rejected: one record per rejected row: `{"reason": ..., "values": {column: text}}`.
+      rejected: one record per rejected row: `{"reason": ..., "values": {column: text}}`;
+        rows of a `CbfBatch` (from `ReadCbf`) also name their `file` and `row`.
+      stream_months: bounded input only (else None): one `anycost.bodies.packing.StreamMonthPlan`
+        per stream-month, without its bodies: connection_id, month, row_count, body_count,
+        body_bytes, cost_total, and why CloudZero's limits refuse it (`refused`), if they do.
+      body_results: bounded input only (else None): one `anycost.delivery.BodyResult` per
+        body, as `delivered` and `failed` hold them as dicts (without refused months), for
+        reports such as the command line's.
     """
     delivered: beam.PCollection
     failed: beam.PCollection
     rejected: beam.PCollection
+    stream_months: typing.Optional[beam.PCollection] = None
+    body_results: typing.Optional[beam.PCollection] = None
 
 
 DELIVERED, FAILED = "delivered", "failed"

@@ -1,20 +1,24 @@
 """WriteToAnyCost: the connector as a Beam sink, for rows from any pipeline."""
+import json
 import typing
 
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.display import DisplayDataItem
 from apache_beam.transforms.window import GlobalWindow, GlobalWindows
-from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from anycost import cbf, config
-from anycost.inputs import rows
+from anycost.inputs import normalise, rows, sources
+from anycost.outcomes import report
 from transforms import result as results
+from transforms.batch import CbfBatch
 from transforms.bounded import WriteBounded
 from transforms.streaming import WriteStreaming
 
-REJECTED = "rejected"
+REJECTED, FILE_ERRORS = "rejected", "file_errors"
 ROWS_PER_BATCH = 65_536  # dict rows are validated and rendered this many at a time
 
 
@@ -39,10 +43,16 @@ class WriteToAnyCost(beam.PTransform):
 
     Elements are dicts mapping Common Bill Format column names to `str`, `int`, `float`,
     `decimal.Decimal`, `datetime.datetime` (aware, or naive meaning UTC), `datetime.date`
-    (midnight UTC) or `None` (absent); or `pyarrow.RecordBatch`es with CBF columns of any
-    Arrow type the Parquet reader takes, the fast path for big inputs. Values get the text
-    the file path gives them: a float as its shortest round-trip decimal, a Decimal exactly.
-    Money never passes through a binary float on the way.
+    (midnight UTC), a Beam `Timestamp` or `None` (absent); schema'd rows (`beam.Row`, what
+    Beam SQL and YAML give) with such fields, their names mapped to CBF columns by
+    `column_map`; `pyarrow.RecordBatch`es with CBF columns of any Arrow type the Parquet
+    reader takes, the fast path for big inputs; or the `CbfBatch`es of `ReadCbf`. Values
+    get the text the file path gives them: a float as its shortest round-trip decimal, a
+    Decimal exactly. Money never passes through a binary float on the way.
+
+    From `ReadCbf` (bounded): the rows it refused count toward `max_rejected_rows` and are in
+    `result.rejected`; a file that broke part-way holds every POST back; bodies and keys
+    are the command line's for the same files, in file order.
 
     Bounded input: every row is validated before anything is posted. With more rejected
     rows than `max_rejected_rows`, nothing is posted, the pipeline still completes and every
@@ -94,6 +104,10 @@ class WriteToAnyCost(beam.PTransform):
       skip_month_check: with operation "sum", each connection's months are first read back
         from CloudZero, so that a month's limits count its earlier drops; True sends without
         that check (for a key that may not read billing drops). Default False.
+      column_map: a dict {field or column name: CBF column} renaming the fields of dicts,
+        `beam.Row`s and record batches before anything else, e.g. `{"cost_cost": "cost/cost",
+        "usage_start": "time/usage_start"}` for schema'd rows, whose field names cannot hold
+        "/". Default None. Not applied to `CbfBatch`es, whose columns are CBF already.
 
     Returns:
       A `WriteToAnyCostResult` with the PCollections `delivered`, `failed` and `rejected`.
@@ -107,8 +121,9 @@ class WriteToAnyCost(beam.PTransform):
                  api_url="https://api.cloudzero.com", api_key_env="CLOUDZERO_API_KEY", api_key_secret=None,
                  max_body_bytes=cbf.MAX_BODY_BYTES, max_rejected_rows=0, state_path=None, test_namespace=None,
                  max_attempts=8, max_retry_seconds=600.0, max_concurrent_streams=8,
-                 allowed_lateness_seconds=3600, input_format="cbf", skip_month_check=False):
+                 allowed_lateness_seconds=3600, input_format="cbf", skip_month_check=False, column_map=None):
         super().__init__()
+        self._column_map = _column_map(column_map)
         self._settings = config.WriteSettings(
             connection_id=connection_id, stream_column=stream_column, operation=operation, api_url=api_url,
             api_key_env=api_key_env, api_key_secret=api_key_secret, max_body_bytes=max_body_bytes,
@@ -117,27 +132,61 @@ class WriteToAnyCost(beam.PTransform):
             max_concurrent_streams=max_concurrent_streams, allowed_lateness_seconds=allowed_lateness_seconds,
             input_format=input_format, skip_month_check=skip_month_check).check()
 
+    @classmethod
+    def _from_settings(cls, settings: config.WriteSettings):
+        """The command line's WriteToAnyCost: its flags' settings (modes, timeouts, and
+        messages naming --flags), checked by the command line already."""
+        transform = cls.__new__(cls)
+        beam.PTransform.__init__(transform)
+        transform._column_map, transform._settings = (), settings
+        return transform
+
     @property
     def settings(self):
         return self._settings
 
+    def display_data(self):
+        """The settings, as a runner's UI shows them; never the API key (only where it is read from)."""
+        s = self._settings
+        shown = {
+            "connection_id": s.connection_id, "stream_column": s.stream_column, "operation": s.operation,
+            "api_url": s.api_url, "api_key_env": None if s.api_key_secret else s.api_key_env,
+            "api_key_from_secret_manager": s.api_key_secret is not None,
+            "max_body_bytes": s.max_body_bytes, "max_rejected_rows": s.max_rejected_rows,
+            "state_path": s.state_path, "test_namespace": s.test_namespace, "max_attempts": s.max_attempts,
+            "max_retry_seconds": float(s.max_retry_seconds), "max_concurrent_streams": s.max_concurrent_streams,
+            "allowed_lateness_seconds": s.allowed_lateness_seconds, "input_format": s.input_format,
+            "skip_month_check": s.skip_month_check,
+            "column_map": json.dumps(dict(self._column_map)) if self._column_map else None,
+        }
+        if s.mode != config.SEND:
+            shown["mode"] = s.mode
+        return {name: DisplayDataItem(value, label=name) for name, value in shown.items() if value is not None}
+
     def expand(self, pcoll):
+        pcoll = pcoll | "AsCbfRows" >> beam.Map(as_cbf_element, self._column_map)
         if pcoll.is_bounded is False:
             return self._expand_unbounded(pcoll)
         settings = self._settings
         if not isinstance(pcoll.windowing.windowfn, GlobalWindows):  # one window: one gate, one key per connection
             pcoll = pcoll | "GlobalWindow" >> beam.WindowInto(GlobalWindows())
         normalised = (pcoll
-                      | "Normalise" >> beam.ParDo(NormaliseRows(settings)).with_outputs(REJECTED, main="chunks"))
+                      | "Normalise" >> beam.ParDo(_NormaliseRows(settings)).with_outputs(
+                          REJECTED, FILE_ERRORS, main="chunks"))
         rejected = normalised[REJECTED]
+        holds = (normalised[FILE_ERRORS]
+                 | "CountFileErrors" >> beam.combiners.Count.Globally()
+                 | "FileErrorHold" >> beam.FlatMap(lambda count: [report.file_error_hold(count)] if count else []))
         written = ({"chunks": normalised["chunks"],
-                    "rejected_counts": rejected | "CountRejected" >> beam.combiners.Count.Globally()}
+                    "rejected_counts": rejected | "CountRejected" >> beam.combiners.Count.Globally(),
+                    "holds": holds}
                    | "Write" >> WriteBounded(settings))
         split = written.results | "SplitResults" >> beam.FlatMap(results.split_body_result).with_outputs(
             results.FAILED, main=results.DELIVERED)
         refused = written.summaries | "RefusedMonths" >> beam.FlatMap(results.refused_month)
         failed = (split[results.FAILED], refused) | "Failed" >> beam.Flatten()
-        return results.WriteToAnyCostResult(split[results.DELIVERED], failed, rejected)
+        return results.WriteToAnyCostResult(split[results.DELIVERED], failed, rejected,
+                                            written.summaries, written.results)
 
     def _expand_unbounded(self, pcoll):
         if self._settings.operation == "replace_drop":
@@ -146,13 +195,46 @@ class WriteToAnyCost(beam.PTransform):
         return pcoll | "Streaming" >> WriteStreaming(self._settings)
 
 
-@beam.typehints.with_output_types(typing.Tuple[typing.Tuple[str, str], typing.Any])
-class NormaliseRows(beam.DoFn):
-    """Dict rows (gathered into batches of `ROWS_PER_BATCH`) and record batches -> chunks.
+def _column_map(column_map):
+    """`column_map` as sorted (source, target) pairs; ValueError naming it when it is not a map."""
+    if not column_map:
+        return ()
+    try:
+        return sources.parse_column_map(json.dumps(dict(column_map)), "column_map")
+    except (sources.ColumnMapError, TypeError, ValueError) as err:
+        raise ValueError(str(err)) from None
 
-    Main output: ((connection_id, month), Chunk), as `ReadCbf` gives. Tagged `rejected`: a
-    record per rejected row. Expects the global window (the bounded path re-windows first):
-    rows gathered across a bundle are emitted from `finish_bundle` there."""
+
+def as_cbf_element(element, column_map=()):
+    """A schema'd row (`beam.Row`, a NamedTuple of a schema'd PCollection) as a dict, and a
+    dict's keys or a record batch's columns renamed by `column_map`; anything else as it is."""
+    if isinstance(element, CbfBatch):
+        return element
+    if hasattr(element, "_asdict") and not isinstance(element, dict):
+        element = {name: _plain(value) for name, value in element._asdict().items()}
+    if not column_map:
+        return element
+    mapping = dict(column_map)
+    if isinstance(element, dict):
+        return {mapping.get(name, name): value for name, value in element.items()}
+    if isinstance(element, pa.RecordBatch):
+        return element.rename_columns([mapping.get(name, name) for name in element.schema.names])
+    return element
+
+
+def _plain(value):
+    """A Beam schema's timestamp (`Timestamp`) as the aware datetime the row path takes."""
+    return value.to_utc_datetime(has_tz=True) if isinstance(value, Timestamp) else value
+
+
+@beam.typehints.with_output_types(typing.Tuple[typing.Tuple[str, str], typing.Any])
+class _NormaliseRows(beam.DoFn):
+    """Dict rows (gathered into batches of `ROWS_PER_BATCH`), record batches and CbfBatches -> chunks.
+
+    Main output: ((connection_id, month), Chunk). Tagged `rejected`: a record per rejected
+    row; `file_errors`: why a file of a CbfBatch broke part-way. Expects the global window
+    (the bounded path re-windows first): rows gathered across a bundle are emitted from
+    `finish_bundle` there."""
 
     def __init__(self, settings):
         self._settings = settings.normalise_settings()
@@ -163,7 +245,9 @@ class NormaliseRows(beam.DoFn):
         self._buffer = []
 
     def process(self, element):
-        if isinstance(element, dict):
+        if isinstance(element, CbfBatch):
+            yield from self._cbf_batch(element)
+        elif isinstance(element, dict):
             self._buffer.append(element)
             if len(self._buffer) >= ROWS_PER_BATCH:
                 yield from self._flush()
@@ -176,8 +260,23 @@ class NormaliseRows(beam.DoFn):
             self._rows_read.inc()
             self._rows_rejected.inc()
             yield beam.pvalue.TaggedOutput(REJECTED, rows.reject(
-                f"an element of type {type(element).__name__} is neither a dict nor a pyarrow.RecordBatch",
+                f"an element of type {type(element).__name__} is not a dict, beam.Row, pyarrow.RecordBatch "
+                "or CbfBatch",
                 {"element": repr(element)[:200]}))
+
+    def _cbf_batch(self, element):
+        """Validated as the command line validates a file's batch: the same chunks, in file
+        order. `ReadCbf` counted the rows read and those it refused (Beam metrics) already."""
+        if element.file_error:
+            yield beam.pvalue.TaggedOutput(FILE_ERRORS, element.file_error)
+        for record in element.rejects:
+            yield beam.pvalue.TaggedOutput(REJECTED, record)
+        source = normalise.SourceBatch(element.file, element.order, element.row_numbers)
+        normalised = normalise.normalise_batch(element.batch, source, self._settings)
+        self._rows_rejected.inc(len(normalised.rejects))
+        yield from normalised.chunks
+        for record in normalised.rejects:
+            yield beam.pvalue.TaggedOutput(REJECTED, record)
 
     def finish_bundle(self):
         for output in self._flush():

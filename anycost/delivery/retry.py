@@ -13,6 +13,8 @@ import email.utils
 import random
 from typing import Any, Optional, Tuple
 
+from anycost.config import CLI, setting_value
+
 NEVER_RETRY = frozenset({400, 401, 403, 404, 413})
 
 # Why an attempt got no HTTP status. The first four mean nothing reached the server.
@@ -72,6 +74,7 @@ class RetryPolicy:
     backoff_base: float = 0.5
     backoff_max: float = 60.0
     attempt_seconds: float = 0.0
+    face: str = CLI  # whom the reasons name the settings for (anycost.config.setting_name)
 
     def decide(self, attempt, elapsed, outcome: Outcome, *, now, rng: random.Random = random,
                read_only=False) -> Decision:
@@ -84,14 +87,16 @@ class RetryPolicy:
             return Decision(False, reason=explain(outcome, read_only))
         if attempt >= self.max_attempts:
             return Decision(False, reason=(f"gave up after {attempt} attempts in {elapsed:.0f} s "
-                                           f"(--max_attempts {self.max_attempts}): {explain(outcome, read_only)}"))
+                                           f"({setting_value('max_attempts', self.max_attempts, self.face)}): "
+                                           f"{explain(outcome, read_only)}"))
         delay = parse_retry_after(outcome.retry_after, now)
         if delay is None:
             delay = rng.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)))
         if elapsed + delay + self.attempt_seconds > self.max_total_seconds:
             return Decision(False, reason=(f"gave up after {attempt} attempts in {elapsed:.0f} s "
-                                           f"(another would pass --max_retry_seconds "
-                                           f"{self.max_total_seconds:g}): {explain(outcome, read_only)}"))
+                                           f"(another would pass "
+                                           f"{setting_value('max_retry_seconds', f'{self.max_total_seconds:g}', self.face)}): "
+                                           f"{explain(outcome, read_only)}"))
         return Decision(True, delay=delay, reason=explain(outcome, read_only))
 
     @staticmethod
@@ -135,7 +140,7 @@ class KeyGeneration:
 def policy_for(settings) -> RetryPolicy:
     """The retry policy of a run's `WriteSettings`: a whole attempt is its connect plus read timeout."""
     return RetryPolicy(settings.max_attempts, settings.max_retry_seconds,
-                       attempt_seconds=settings.connect_timeout + settings.read_timeout)
+                       attempt_seconds=settings.connect_timeout + settings.read_timeout, face=settings.face)
 
 
 def parse_retry_after(value, now):

@@ -15,6 +15,7 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 from anycost import cbf
+from anycost.config import setting_on
 from anycost.delivery.results import (ALREADY_DELIVERED, DELIVERED, FAILED, INVALID, NOT_SENT, REFUSED, VALID,
                                       BodyResult, result_for)
 from anycost.delivery.retry import KeyGeneration, Outcome, RetryPolicy
@@ -113,7 +114,8 @@ class ConnectionSender:
                 reason = str(err)
         hint = ""
         if outcome.status is not None:  # CloudZero answered: the key may lack read scope
-            hint = "; if the key may not read billing drops, --skip_month_check sends without this check"
+            hint = (f"; if the key may not read billing drops, "
+                    f"{setting_on('skip_month_check', self._policy.face)} sends without this check")
         return None, (f"could not read the rows CloudZero holds ({reason}), so no month of "
                       f"{connection_id} was sent{hint}")
 

@@ -32,9 +32,10 @@ def hold_reason(rows_rejected, summaries, settings, holds=()):
     if holds:
         return "; ".join(sorted(holds))
     if rows_rejected > settings.max_rejected_rows:
-        where = "the dead-letter files" if settings.option_prefix else "result.rejected"
-        return (f"{rows_rejected} rows were rejected, more than {settings.option_prefix}max_rejected_rows "
-                f"{settings.max_rejected_rows}; nothing was posted. Fix the rows in {where} and run again")
+        where = "the dead-letter files" if settings.face == run_config.CLI else "result.rejected"
+        return (f"{rows_rejected} rows were rejected, more than "
+                f"{run_config.setting_value('max_rejected_rows', settings.max_rejected_rows, settings.face)}; "
+                f"nothing was posted. Fix the rows in {where} and run again")
     refused = sorted((s for s in summaries if s.refused), key=lambda s: (s.connection_id, s.month))
     if refused and settings.operation != "sum":
         first = refused[0]
@@ -140,7 +141,7 @@ def _month_check(config):
     """Whether `sum` months were checked against the rows CloudZero already holds."""
     if config.mode != run_config.SEND or config.operation != "sum":
         return "not needed"
-    return "skipped (--skip_month_check)" if config.skip_month_check else "checked"
+    return f"skipped ({run_config.setting_on('skip_month_check', config.face)})" if config.skip_month_check else "checked"
 
 
 def exit_code(report):
@@ -216,7 +217,7 @@ def render(report):
                      f"(first in {conn} {month}; per month in the JSON report)")
     if report.get("month_check", "").startswith("skipped"):
         lines.append("monthly row limits were not checked against what CloudZero already holds "
-                     "(--skip_month_check)")
+                     f"({run_config.setting_on('skip_month_check', run_config.CLI)})")
     if report["blocked"]:
         lines.append(f"NOTHING POSTED: {report['blocked']}")
     lines.append("result: OK" if report["ok"] else "result: FAILED (see the lines above)")
