@@ -85,3 +85,16 @@ def read_dead_letters(report):
         with open(path) as handle:
             records.extend(json.loads(line) for line in handle if line.strip())
     return records
+
+
+def run_and_collect(p, result, out):
+    """Run pipeline `p`; the contents of a WriteToAnyCostResult's three PCollections, as
+    the dicts they hold, read back from the files the pipeline wrote under `out`."""
+    import apache_beam as beam
+    names = ("delivered", "failed", "rejected")
+    for name in names:
+        (getattr(result, name)
+         | f"Json{name}" >> beam.Map(json.dumps, sort_keys=True)
+         | f"Write{name}" >> beam.io.WriteToText(str(out / name), shard_name_template=""))
+    p.run().wait_until_finish()
+    return {name: [json.loads(line) for line in open(out / name)] for name in names}

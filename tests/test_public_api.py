@@ -19,7 +19,7 @@ from anycost.inputs import files
 from anycost.outcomes import report
 from anycost_emulator import Emulator
 from pipeline import main as cli
-from tests.support import TEST_KEY, emulator_totals, run_cli, write_csv
+from tests.support import TEST_KEY, emulator_totals, run_and_collect, run_cli, write_csv
 from transforms import CbfBatch, InputFormat, Operation, ReadCbf, WriteToAnyCost, __all__ as exported
 
 HEADER = ["time/usage_start", "cost/cost", "resource/id"]
@@ -41,12 +41,7 @@ def _run(read, tmp_path, between=None, **params):
     if between is not None:
         rows = rows | between
     result = rows | WriteToAnyCost(**params)
-    for name in ("delivered", "failed", "rejected"):
-        (getattr(result, name)
-         | f"Json{name}" >> beam.Map(json.dumps, sort_keys=True)
-         | f"Write{name}" >> beam.io.WriteToText(str(out / name), shard_name_template=""))
-    p.run().wait_until_finish()
-    return {name: [json.loads(line) for line in open(out / name)] for name in ("delivered", "failed", "rejected")}
+    return run_and_collect(p, result, out)
 
 
 def _bills(tmp_path):

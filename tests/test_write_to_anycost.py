@@ -14,7 +14,7 @@ from apache_beam.testing import test_stream
 from apache_beam.testing.util import assert_that, equal_to
 
 from anycost_emulator import Emulator
-from tests.support import TEST_KEY, emulator_totals
+from tests.support import TEST_KEY, emulator_totals, run_and_collect
 from transforms import ReadCbf, WriteToAnyCost, WriteToAnyCostResult, __all__ as exported
 
 START, COST, AMOUNT, RESOURCE = "time/usage_start", "cost/cost", "usage/amount", "resource/id"
@@ -37,12 +37,7 @@ def run(elements, tmp_path, batches=1, **params):
     rows = parts[0] if batches == 1 else tuple(parts) | beam.Flatten()
     result = rows | WriteToAnyCost(**params)
     assert isinstance(result, WriteToAnyCostResult)
-    for name in ("delivered", "failed", "rejected"):
-        (getattr(result, name)
-         | f"Json{name}" >> beam.Map(json.dumps, sort_keys=True)
-         | f"Write{name}" >> beam.io.WriteToText(str(out / name), shard_name_template=""))
-    p.run().wait_until_finish()
-    return {name: [json.loads(line) for line in open(out / name)] for name in ("delivered", "failed", "rejected")}
+    return run_and_collect(p, result, out)
 
 
 def mixed_rows():
