@@ -159,6 +159,9 @@ def parse(argv):
         raise UsageError(f"--{modes[0]} and --{modes[1]} cannot be used together")
     if args.dry_run and not args.output_dir:
         raise UsageError("--dry_run needs --output_dir, where the bodies are written")
+    if args.output_dir and not args.dry_run:
+        raise UsageError("--output_dir goes with --dry_run (without it the bodies are sent, "
+                         "not written); add --dry_run, or leave --output_dir out to upload")
     if args.verify and modes:
         raise UsageError(f"--verify goes with an upload, not with --{modes[0]}")
     if args.max_attempts < 1 or args.max_concurrent_streams < 1:
