@@ -149,6 +149,9 @@ def parse(argv):
     modes = [name for name in ("dry_run", "validate_only", "verify_only") if getattr(args, name)]
     if len(modes) > 1:
         raise UsageError(f"--{modes[0]} and --{modes[1]} cannot be used together")
+    if args.output_dir and not args.dry_run:
+        raise UsageError("--output_dir goes with --dry_run (without it the bodies are sent, "
+                         "not written); add --dry_run, or leave --output_dir out to upload")
     if args.verify and modes:
         raise UsageError(f"--verify goes with an upload, not with --{modes[0]}")
     if not args.watch and (args.poll_interval is not None or args.watch_timeout is not None):
