@@ -18,7 +18,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from anycost.delivery import api_key, retry
+from anycost.delivery import api_key, lease
 from anycost import config as run_config, delivery
 from anycost.inputs import normalise
 from anycost.bodies import packing
@@ -153,8 +153,7 @@ class SendConnections(beam.DoFn):
         client = AnyCostClient(config.api_url, self._key, config.connect_timeout, config.read_timeout,
                                config.test_namespace)
         try:
-            sender = delivery.ConnectionSender(client, retry.policy_for(config), state=self._state,
-                                               observer=self._tally)
+            sender = delivery.sender_for(client, config, state=self._state, observer=self._tally)
             if config.mode == run_config.VALIDATE_ONLY:
                 return sender.validate(bodies)
             if config.mode == run_config.VERIFY_ONLY:  # the months' totals only: no bodies built
@@ -162,19 +161,27 @@ class SendConnections(beam.DoFn):
                     packing.plan_stream_month(connection_id, month, months[month], config.operation,
                                               config.max_body_bytes, with_bodies=False)
                     for month in sorted(months)])
-            refused = []
-            if config.checks_month_limits:
-                held, problem = sender.rows_held(connection_id)
-                if problem:
-                    LOG.error("%s", problem)
-                    return [delivery.result_for(b, delivery.FAILED, message=problem) for b in bodies]
-                bodies = self._progress.track(self._bodies(connection_id, months, plans, held, refused))
-            results = sender.send(bodies) + refused
+            try:
+                with sender.holding(connection_id):  # what CloudZero holds is read under the lease
+                    results = self._send_held(sender, connection_id, months, plans, bodies)
+            except lease.LeaseBusy as busy:
+                LOG.error("%s", busy)
+                return [delivery.result_for(b, delivery.NOT_SENT, message=str(busy)) for b in bodies]
             if config.verify:
                 results += sender.verify(plans)
             return results
         finally:
             client.close()
+
+    def _send_held(self, sender, connection_id, months, plans, bodies):
+        refused = []
+        if self._config.checks_month_limits:
+            held, problem = sender.rows_held(connection_id)
+            if problem:
+                LOG.error("%s", problem)
+                return [delivery.result_for(b, delivery.FAILED, message=problem) for b in bodies]
+            bodies = self._progress.track(self._bodies(connection_id, months, plans, held, refused))
+        return sender.send(bodies) + refused
 
 
 class WriteBillingDrops(beam.PTransform):

@@ -26,7 +26,7 @@ from apache_beam.transforms.periodicsequence import PeriodicImpulse
 from apache_beam.utils.timestamp import MAX_TIMESTAMP
 
 from anycost import delivery
-from anycost.delivery import retry
+
 from anycost.bodies import file_units
 from anycost.inputs import normalise
 from anycost.delivery.ledger import RunState
@@ -165,8 +165,7 @@ class SendFiles(beam.DoFn):
         elif self._key_error:
             results = [delivery.result_for(b, delivery.FAILED, message=self._key_error) for b in bodies]
         else:
-            sender = delivery.ConnectionSender(self._client, retry.policy_for(c),
-                                               state=self._ledger)
+            sender = delivery.sender_for(self._client, c, state=self._ledger)
             results = sender.validate(bodies) if c.mode == "validate_only" else sender.send(bodies)
         results = refusals + results
         write_json(FileSystems.join(self._results, UNITS_DIR, f"{connection_id}-{unit.identity.digest}.json"), {
