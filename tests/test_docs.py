@@ -2,7 +2,8 @@
 
 Every parameter of `WriteToAnyCost` and `ReadCbf` is in its docstring's `Args:` block, with
 the signature's default, and in the parameter table of docs/beam-api.md with the same
-default; neither documents a parameter that does not exist. Every relative link of the
+default; neither documents a parameter that does not exist. Every call of a public
+transform in the examples binds to its signature. Every relative link of the
 README, CONTRIBUTING.md and the docs pages leads to a file that exists, and to a heading that
 exists when it names one. The README stays a front page.
 """
@@ -13,6 +14,7 @@ import re
 
 import pytest
 
+import transforms
 from transforms import ReadCbf, WriteToAnyCost
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -249,6 +251,26 @@ def test_the_link_checker_sees_a_missing_file_and_a_missing_heading(tmp_path):
                     "`[code](missing-in-code.md)`\n```\n[block](missing-in-block.md)\n```\n")
     assert broken_links(page, tmp_path) == ["page.md: missing.md: no such file",
                                   "page.md: other.md#nowhere: no heading #nowhere in other.md"]
+
+
+def python_examples(page):
+    """The ```python blocks of a page, parsed."""
+    return [ast.parse(block, f"{page.name} example") for block in re.findall(r"```python\n(.*?)```", page.read_text(), re.S)]
+
+
+@pytest.mark.parametrize("page", documented_pages(), ids=lambda p: str(p.relative_to(REPO)))
+def test_the_examples_call_the_transforms_as_they_are(page):
+    """Each example's call of a public transform binds to its signature: no parameter that
+    was renamed or never existed, none missing."""
+    calls = [node for tree in python_examples(page) for node in ast.walk(tree)
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in transforms.__all__]
+    for call in calls:
+        signature = inspect.signature(getattr(transforms, call.func.id).__init__)
+        try:
+            signature.bind(None, *call.args, **{keyword.arg: keyword.value for keyword in call.keywords})
+        except TypeError as err:
+            raise AssertionError(f"{page.relative_to(REPO)} line {call.lineno} of an example: "
+                                 f"{call.func.id}(...): {err}") from None
 
 
 def test_the_readme_is_a_front_page():
