@@ -111,7 +111,7 @@ def build_parser():
         help="with sum, do not read what CloudZero holds to check the monthly row limit first")
     add("--max_concurrent_streams", type=int, default=8)
     add("--input_format", choices=sources.INPUT_FORMATS, default=sources.CBF,
-        help="cbf (default) or focus: FOCUS 1.0-1.2 exports, mapped to CBF (see the README)")
+        help="cbf (default) or focus: FOCUS 1.0-1.2 exports, mapped to CBF (see docs/data-rules.md)")
     add("--column_map", metavar="FILE", help='JSON object {"source column": "CBF column"}, applied before validation')
     add("--unknown_columns", choices=sources.UNKNOWN_COLUMNS, default="refuse",
         help="a column that is not CBF stops the run (refuse, default) or is left out (drop)")

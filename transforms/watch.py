@@ -11,7 +11,8 @@ restarted watcher from sending them again, because each body's key names its fil
 Each file's outcome is written as a small JSON record under `results_dir` (one object per
 file and connection, overwritten whole on a replay), from which the command line builds
 the usual report when the job ends. `fileio.MatchContinuously` is not used: offline it
-ignores the poll interval and misses files added later (see the README).
+ignores the poll interval and misses files added later (see docs/command-line.md, "Watching
+for new files").
 """
 import dataclasses
 import json

@@ -68,7 +68,8 @@ class WriteToAnyCost(beam.PTransform):
     stateful sender keyed by connection keeps one request in flight per connection; an hour
     with more rejected rows than `max_rejected_rows` is held back whole and reported in
     `result.failed`. Bodies and idempotency keys are a pure function of the pane, so a bundle
-    the runner replays counts nothing twice. See the README, "Streaming: rows from an unbounded source".
+    the runner replays counts nothing twice. See docs/beam-api.md, "Streaming: rows from an
+    unbounded source".
 
     Args:
       connection_id: the AnyCost Stream connection every row goes to. Default None; give
@@ -87,8 +88,8 @@ class WriteToAnyCost(beam.PTransform):
       max_rejected_rows: rejected rows tolerated before nothing is posted. Default 0.
       state_path: a delivery ledger (local or gs://): a rerun skips bodies it records as
         delivered. Default None. Recommended: only with a ledger may a body move to a new
-        idempotency key after CloudZero replays an error to its key (see the README,
-        "Moves need the ledger"); without one such a body fails, saying so.
+        idempotency key after CloudZero replays an error to its key (see
+        docs/failure-and-rerun.md, "Moves need the ledger"); without one such a body fails, saying so.
       test_namespace: sent as `cloudzero-test-key` on every request. Default None.
       max_attempts: attempts per body. Default 8. A retry keeps the body's idempotency key
         while any attempt may have been applied; after definite errors only, and only with
