@@ -61,3 +61,49 @@ def test_a_delivery_without_a_drop_id_makes_an_unknown_drop_undecidable():
     # with nothing unaccounted at all, that delivery is one of the listed ones: still undecidable
     assert reconcile.decide(body(), LISTED, {"old-1", "old-2"}, {"mine-1"},
                             unidentified_deliveries=1).kind == reconcile.UNDECIDED
+
+
+# The sender, when the listing cannot decide, names the command that records the answer.
+
+def _undecided_run(tmp_path):
+    from tests.test_delivery import APPLIED_THEN_DROPPED, FRONT_502, make_body, sender
+    target = make_body("2024-08", 1, count=1)
+    send, _, client = sender({("2024-08", 1): [APPLIED_THEN_DROPPED, FRONT_502]}, state_path=tmp_path)
+    real = client.create_drop
+
+    def another_writer_too(connection_id, data, key):  # a drop the ledger knows nothing of
+        client.drops.setdefault(connection_id, []).append({"drop_id": "stranger", "month": "2024-08",
+                                                           "row_count": 9})
+        return real(connection_id, data, key)
+    client.create_drop = another_writer_too
+    [result] = send.send([target])
+    return target, result, client
+
+
+def test_an_undecided_body_fails_naming_the_command_that_finishes_the_job(tmp_path):
+    from pipeline import resolve
+    from tests.test_delivery import sender
+    target, result, client = _undecided_run(tmp_path)
+    assert result.status == "failed" and "stranger (9 rows)" in result.message
+    command = f"python -m pipeline.resolve --state_path {tmp_path} --connection_id conn --body {target.idempotency_key}"
+    assert command + " --applied DROP_ID" in result.message and command + " --not_applied" in result.message
+    assert resolve.main(["--state_path", str(tmp_path), "--connection_id", "conn", "--body",
+                         target.idempotency_key, "--applied", "d-1"]) == 0
+    rerun, log, _ = sender(client=client, state_path=tmp_path)
+    assert [r.status for r in rerun.send([target])] == ["already_delivered"]
+    assert client.applied == {("2024-08", 1): 1}
+
+
+def test_not_applied_makes_the_rerun_take_the_next_key(tmp_path, capsys):
+    from pipeline import resolve
+    from tests.test_delivery import sender
+    target, result, client = _undecided_run(tmp_path)
+    assert resolve.main(["--state_path", str(tmp_path), "--connection_id", "conn", "--body",
+                         target.idempotency_key, "--not_applied"]) == 0
+    assert "key generation 1" in capsys.readouterr().out
+    rerun, log, _ = sender(client=client, state_path=tmp_path)
+    [again] = rerun.send([target])
+    assert again.status == "delivered" and again.generation == 1
+    assert resolve.main(["--state_path", str(tmp_path), "--connection_id", "conn", "--body", "nope",
+                         "--not_applied"]) == 2
+    assert "holds no body nope" in capsys.readouterr().err

@@ -72,6 +72,34 @@ class RunState:
         """Identities (generation-0 keys) of every body of `connection_id` recorded as delivered."""
         return set(self.load(connection_id).delivered)
 
+    @property
+    def root(self):
+        return self._root
+
+    def resolve(self, connection_id, identity, applied_drop_id=None):
+        """An operator's answer for a body in doubt that the listing could not decide: applied
+        (as drop `applied_drop_id`), or not (the body takes its next key). Returns the record."""
+        pattern = FileSystems.join(self._root, connection_id, "*", identity + PENDING_SUFFIX)
+        try:
+            [metadata] = FileSystems.match([pattern])[0].metadata_list
+        except Exception:  # pylint: disable=broad-except
+            raise ValueError(f"the ledger {self._root} holds no body {identity} of {connection_id} in doubt") from None
+        with FileSystems.open(metadata.path) as handle:
+            record = json.loads(handle.read())
+        if applied_drop_id:
+            delivered = dict(record, drop_id=applied_drop_id, resolved_by_operator=True, delivered_at=_now())
+            delivered.pop("in_doubt", None)
+            with FileSystems.create(metadata.path[:-len(PENDING_SUFFIX)] + DELIVERED_SUFFIX) as handle:
+                handle.write(json.dumps(delivered, sort_keys=True).encode())
+            FileSystems.delete([metadata.path])
+            return delivered
+        moved = dict(record, generation=int(record["generation"]) + 1, in_doubt=False,
+                     resolved_by_operator=True, updated_at=_now())
+        moved.pop("idempotency_key", None)  # the next run computes the next key from the body
+        with FileSystems.create(metadata.path) as handle:
+            handle.write(json.dumps(moved, sort_keys=True).encode())
+        return moved
+
     def lease_store(self, connection_id, gcs_client=None):
         from anycost.delivery import lease  # pylint: disable=import-outside-toplevel
         return lease.store_for(self._root, connection_id, gcs_client)

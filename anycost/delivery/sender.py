@@ -61,11 +61,12 @@ NO_LEDGER_HINT = ("; CloudZero replays the first answer to an idempotency key, e
                   "state path: it resumes where this run stopped")
 
 
-def _undecided_advice(body):
-    return (f". Check the drops of {body.month} in CloudZero (GET .../{body.connection_id}/billing_drops): if "
-            f"one of them is this body's {body.row_count:,} rows, the month holds it; the ledger entry "
-            f"{body.idempotency_key}.pending.json then stands for a delivered body, and `python -m pipeline.resolve` "
-            "records the answer so that a rerun finishes the job")
+def _undecided_advice(body, state_path):
+    command = (f"python -m pipeline.resolve --state_path {state_path} --connection_id {body.connection_id} "
+               f"--body {body.idempotency_key}")
+    return (f". Check the drops of {body.month} in CloudZero (GET .../{body.connection_id}/billing_drops). If one "
+            f"of them is this body's {body.row_count:,} rows, record it: `{command} --applied DROP_ID`; if none "
+            f"is, record that: `{command} --not_applied`. Then run this command again: it finishes the job")
 
 
 class Observer:
@@ -296,7 +297,7 @@ class ConnectionSender:
                                       key_moves=tuple(moves), message=verdict.reason)
                 if verdict.kind == reconcile.UNDECIDED:
                     LOG.error("%s failed: %s", body.describe(), verdict.reason)
-                    return result_for(body, FAILED, message=verdict.reason + _undecided_advice(body),
+                    return result_for(body, FAILED, message=verdict.reason + _undecided_advice(body, self._state.root),
                                       attempts=attempt, idempotency_key=key, generation=generation.number,
                                       key_moves=tuple(moves))
                 following, moved = KeyGeneration(generation.number + 1, limit=generation.limit), verdict.reason
