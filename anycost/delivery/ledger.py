@@ -168,8 +168,8 @@ class RunState:
             "idempotency_key": body.key_for(generation), "in_doubt": in_doubt,
             "updated_at": _now()})
 
-    def record(self, body, drop_id, attempts, generation=0):
-        """Note that `body` was delivered, under key `generation`."""
+    def record(self, body, drop_id, attempts, generation=0, files=None):
+        """Note that `body` was delivered, under key `generation`; `files`: where its month's rows came from."""
         self._write(body, DELIVERED_SUFFIX, {
             "identity": body.idempotency_key,
             "idempotency_key": body.key_for(generation),
@@ -183,6 +183,7 @@ class RunState:
             "drop_id": drop_id,
             "attempts": attempts,
             "delivered_at": _now(),
+            "files": list(files or ()),
         })
         try:  # the pending record has done its job; fewer of them keep `in_doubt` quick
             FileSystems.delete([self.record_path(body, PENDING_SUFFIX)])

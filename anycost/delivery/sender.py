@@ -120,8 +120,13 @@ class ConnectionSender:
         self._held = {}  # connection id -> LeaseKeeper, while this sender holds its lease
         self._listed = {}  # connection id -> the drops CloudZero listed under the lease
         self._noted = set()  # connections whose drops_seen this run has settled
+        self._files = {}  # (connection, month) -> the files its rows came from, for the ledger
         self._read_listing = read_listing
         self._unanswered_at = None  # clock time of the latest attempt that may still be applying
+
+    def note_source_files(self, connection_id, month, files):
+        """The files a month's rows came from: each delivered body's record keeps them."""
+        self._files[(connection_id, month)] = list(files)
 
     @contextlib.contextmanager
     def holding(self, connection_id):
@@ -290,7 +295,8 @@ class ConnectionSender:
                     and generation.number + 1 < generation.limit:
                 verdict = self._reconcile(body)
                 if verdict.kind == reconcile.APPLIED:
-                    self._state.record(body, verdict.drop_id, attempt, generation.number)
+                    self._state.record(body, verdict.drop_id, attempt, generation.number,
+                                       files=self._files.get((body.connection_id, body.month)))
                     LOG.warning("%s", verdict.reason)
                     return result_for(body, DELIVERED, drop_id=verdict.drop_id, attempts=attempt,
                                       idempotency_key=key, generation=generation.number,
@@ -328,7 +334,8 @@ class ConnectionSender:
             return result_for(body, FAILED, message=reason, **details)
         drop_id = ((outcome.payload or {}).get("connection") or {}).get("drop_id")
         if self._state:
-            self._state.record(body, drop_id, attempt, generation.number)
+            self._state.record(body, drop_id, attempt, generation.number,
+                               files=self._files.get((body.connection_id, body.month)))
         LOG.info("%s delivered: %d rows, %d bytes, drop_id %s%s", body.describe(), body.row_count,
                  body.byte_count, drop_id, f", key generation {generation.number}" if generation.number else "")
         return result_for(body, DELIVERED, drop_id=drop_id, **details)
