@@ -16,15 +16,27 @@ same generated rows, with no --state_path, so the default ledger under
    instead of hiding it.
 
 Each run's POSTs, key moves, replays and the emulator's totals against expected.json (exact
-`Decimal` sums computed by the generator) are printed. Exit status 0 when runs 1 and 2 are
-exact and run 2 posted nothing.
+`Decimal` sums computed by the generator) are printed. Then two scenarios on one shared
+`--state_path`, each against a fresh emulator with 150 ms latency:
+
+4. two runs started together (an orchestrator retrying a live attempt);
+5. a crash loop: `--kills` runs SIGKILLed at random moments (1.5 to 5 s after each run's first
+   POST, so that every kill lands while sending) under 20%
+   application 5xx (cached to their key) and 10% applied-then-dropped answers, then a run
+   to the end.
+
+Exit status 0 when runs 1 and 2 are exact and run 2 posted nothing, and both scenarios end
+exact with exit 0 and no concurrency violation.
 """
 import argparse
 import json
 import os
+import random
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 from benchmarks import generate
 from benchmarks.run import DATA_DIR, PYTHON, ROOT, EmulatorProcess, render_table, verify
@@ -33,19 +45,71 @@ FAULTS = {"rate_5xx": 0.15, "rate_front_5xx": 0.15, "retry_after_front_5xx": 0.0
 KEY = "faults-benchmark-key-0123456789"
 
 
-def run_cli(data, url, folder, max_body_bytes, log_path):
-    """One run of the command line from `folder`: (exit status, its report)."""
+CRASH_FAULTS = {"rate_5xx": 0.2, "rate_drop_after_apply": 0.1}
+
+
+def start_cli(data, url, folder, max_body_bytes, log_path, *extra):
+    """Start the command line from `folder`, in its own process group (so a kill takes it all)."""
     os.makedirs(folder, exist_ok=True)
-    report = os.path.join(folder, "report.json")
     command = [PYTHON, "-m", "pipeline", "--input", os.path.join(data, "parquet", "*.parquet"),
                "--stream_column", "connection_id", "--api_url", url, "--max_body_bytes", str(max_body_bytes),
-               "--report_path", report, "--runner=DirectRunner"]
+               "--report_path", os.path.join(folder, "report.json"), "--runner=DirectRunner", *extra]
     env = dict(os.environ, CLOUDZERO_API_KEY=KEY, PYTHONPATH=ROOT)
     with open(log_path, "wb") as log:
-        code = subprocess.run(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
-                              timeout=1800).returncode
-    with open(report) as handle:
+        return subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def run_cli(data, url, folder, max_body_bytes, log_path, *extra):
+    """One run of the command line from `folder`: (exit status, its report)."""
+    code = start_cli(data, url, folder, max_body_bytes, log_path, *extra).wait(timeout=1800)
+    with open(os.path.join(folder, "report.json")) as handle:
         return code, json.load(handle)
+
+
+def overlapping_runs(data, work, args, expected):
+    """Two runs started together on one ledger: (table row, ok)."""
+    folder = os.path.join(work, "overlap")
+    state = os.path.join(folder, "state")
+    with EmulatorProcess(KEY, os.path.join(work, "emulator-overlap.log"), mode="store", latency=0.15) as emulator:
+        runs = [start_cli(data, emulator.url, os.path.join(folder, name), args.max_body_bytes,
+                          os.path.join(folder, f"{name}.log"), "--state_path", state) for name in ("a", "b")]
+        codes = [run.wait(timeout=1800) for run in runs]
+        stats = emulator.stats()
+    problems = verify(stats, expected)
+    row = ("two runs at once, one ledger", "/".join(map(str, codes)), f"{stats['post_count']:,}", "-",
+           f"{stats['concurrency_violations']}", "exact" if not problems else f"NOT EXACT: {problems[0]}")
+    return row, codes == [0, 0] and not problems
+
+
+def crash_loop(data, work, args, expected):
+    """`args.kills` SIGKILLs at random moments, then a run to the end: (table row, ok)."""
+    folder = os.path.join(work, "crash-loop")
+    state = os.path.join(folder, "state")
+    rng = random.Random(args.seed)
+    with EmulatorProcess(KEY, os.path.join(work, "emulator-crash.log"), mode="store", latency=0.15,
+                         faults=CRASH_FAULTS, seed=args.seed) as emulator:
+        landed = 0
+        for kill in range(args.kills):
+            posts = emulator.stats()["post_count"]
+            run = start_cli(data, emulator.url, os.path.join(folder, str(kill)), args.max_body_bytes,
+                            os.path.join(folder, f"{kill}.log"), "--state_path", state, "--read_timeout", "3")
+            while run.poll() is None and emulator.stats()["post_count"] == posts:
+                time.sleep(0.1)  # Beam's start-up: the kill is timed from the first POST
+            try:
+                run.wait(timeout=rng.uniform(1.5, 5.0))
+            except subprocess.TimeoutExpired:
+                os.killpg(run.pid, signal.SIGKILL)
+                run.wait()
+                landed += emulator.stats()["post_count"] > posts
+        code, _ = run_cli(data, emulator.url, os.path.join(folder, "final"), args.max_body_bytes,
+                          os.path.join(folder, "final.log"), "--state_path", state, "--read_timeout", "3")
+        stats = emulator.stats()
+    problems = verify(stats, expected)
+    row = (f"crash loop: {args.kills} SIGKILLs ({landed} while sending), then a run to the end", str(code),
+           f"{stats['post_count']:,}", f"{stats['applied_drops']:,}", f"{stats['concurrency_violations']}",
+           "exact" if not problems else f"NOT EXACT: {problems[0]}")
+    return row, code == 0 and not problems
 
 
 def main(argv=None):
@@ -56,6 +120,7 @@ def main(argv=None):
     parser.add_argument("--data", default=DATA_DIR, help="where generated data is cached")
     parser.add_argument("--runs", type=int, choices=(2, 3), default=3,
                         help="2 leaves out the rerun from another folder (the slow one: it backs off)")
+    parser.add_argument("--kills", type=int, default=15, help="SIGKILLs of the crash loop")
     args = parser.parse_args(argv)
 
     data = os.path.join(args.data, f"faults-rows-{args.rows}-seed-{args.seed}")
@@ -85,6 +150,13 @@ def main(argv=None):
     print(f"{args.rows:,} rows, {bodies} bodies of at most {args.max_body_bytes:,} bytes, faults {json.dumps(FAULTS)}")
     print(render_table(("run", "exit", "POSTs", "applied", "moved to a new key", "already delivered",
                         "replays so far", "emulator totals"), table))
+    scenarios = []
+    for scenario in (overlapping_runs, crash_loop):
+        row, passed = scenario(data, work, args, expected)
+        scenarios.append(row)
+        ok = ok and passed
+    print(render_table(("scenario (one shared --state_path)", "exit", "POSTs", "applied", "concurrency violations",
+                        "emulator totals"), scenarios))
     print(f"logs and reports: {work}")
     return 0 if ok else 1
 

@@ -84,9 +84,13 @@ def test_the_faults_benchmark_runs_exactly_once_and_a_rerun_with_the_ledger_post
     errors and dropped answers, run 1 is exact and the rerun from the same folder posts nothing
     (its exit status says so)."""
     from benchmarks import faults
-    code = faults.main(["--rows", "3000", "--max_body_bytes", "40000", "--runs", "2", "--data", str(tmp_path)])
+    code = faults.main(["--rows", "3000", "--max_body_bytes", "40000", "--runs", "2", "--kills", "2",
+                        "--data", str(tmp_path)])
     printed = capsys.readouterr().out
     assert code == 0, printed
     lines = {line.split("  ")[0]: line for line in printed.splitlines()}
     assert lines["run 1 (folder A)"].rstrip().endswith("exact")
     assert lines["rerun (folder A, same ledger)"].split()[7:9] == ["0", "0"]  # exit 0, 0 POSTs
+    assert lines["two runs at once, one ledger"].rstrip().endswith("exact")
+    crash = next(line for line in printed.splitlines() if line.startswith("crash loop: 2 SIGKILLs"))
+    assert crash.rstrip().endswith("exact")
