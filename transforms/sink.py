@@ -18,7 +18,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from anycost.delivery import api_key, retry
+from anycost.delivery import api_key, retry, stopping
 from anycost import config as run_config, delivery
 from anycost.inputs import normalise
 from anycost.bodies import packing
@@ -154,7 +154,8 @@ class SendConnections(beam.DoFn):
                                config.test_namespace)
         try:
             sender = delivery.ConnectionSender(client, retry.policy_for(config), state=self._state,
-                                               observer=self._tally)
+                                               observer=self._tally, sleep=stopping.sleep,
+                                               should_stop=stopping.requested)
             if config.mode == run_config.VALIDATE_ONLY:
                 return sender.validate(bodies)
             if config.mode == run_config.VERIFY_ONLY:  # the months' totals only: no bodies built

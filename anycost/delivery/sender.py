@@ -18,7 +18,8 @@ from anycost import cbf
 from anycost.config import setting_on
 from anycost.delivery.results import (ALREADY_DELIVERED, DELIVERED, FAILED, INVALID, NOT_SENT, REFUSED, VALID,
                                       BodyResult, result_for)
-from anycost.delivery.retry import KeyGeneration, Outcome, RetryPolicy
+from anycost.delivery.retry import Decision, KeyGeneration, Outcome, RetryPolicy
+from anycost.delivery.stopping import STOPPED_BY_USER
 
 LOG = logging.getLogger("cloudzero.delivery")
 
@@ -75,8 +76,9 @@ class ConnectionSender:
     """Delivers the bodies of one connection, strictly one request at a time."""
 
     def __init__(self, client, policy: RetryPolicy, state=None, observer=None,
-                 sleep=time.sleep, clock=time.monotonic, rng=None, wall_clock=time.time):
+                 sleep=time.sleep, clock=time.monotonic, rng=None, wall_clock=time.time, should_stop=None):
         self._client = client
+        self._should_stop = should_stop or (lambda: False)  # checked between bodies (Ctrl-C)
         self._policy = policy
         self._state = state
         self._observer = observer or Observer()
@@ -96,6 +98,8 @@ class ConnectionSender:
                 results.append(result_for(body, ALREADY_DELIVERED, message="recorded in --state_path"))
             elif failure:
                 results.append(result_for(body, NOT_SENT, message=f"not sent: {failure} failed earlier"))
+            elif self._should_stop():
+                results.append(result_for(body, NOT_SENT, message=STOPPED_BY_USER))
             else:
                 result = self._deliver(body, self._first_generation(body, ledger))
                 results.append(result)
@@ -123,6 +127,9 @@ class ConnectionSender:
         """Ask the validate endpoint about each body; nothing is stored by CloudZero."""
         results = []
         for body in _in_order(bodies):
+            if self._should_stop():
+                results.append(result_for(body, NOT_SENT, message=STOPPED_BY_USER))
+                continue
             outcome, attempts, reason = self._with_retries(body, lambda: self._client.validate_drop(body.body))
             if not outcome.ok:
                 results.append(result_for(body, FAILED, attempts=attempts, message=reason))
@@ -191,6 +198,9 @@ class ConnectionSender:
                         else "with the same idempotency key")
             generation = following
             self._sleep(decision.delay)
+            if self._should_stop():  # a stop during the wait ends the body as if it had run out of time
+                decision = Decision(False, reason=f"stopped by the user while waiting to retry: {decision.reason}")
+                break
         details = dict(attempts=attempt, idempotency_key=key, generation=generation.number,
                        key_moves=tuple(moves))
         if not outcome.ok:
