@@ -1,4 +1,7 @@
-"""Usage mistakes a new user makes: each is refused (exit 2) in one line that says what to do."""
+"""Usage mistakes a new user makes: each is refused (exit 2; 3 for a header the input cannot
+be planned with) in a line that says what to do, never with a traceback."""
+import pytest
+
 from tests.support import run_cli
 
 
@@ -10,3 +13,20 @@ def test_output_dir_without_dry_run_is_refused_and_nothing_is_sent(emulator, tmp
     assert code == 2, printed
     assert "--output_dir goes with --dry_run" in printed and len(printed.strip().splitlines()) == 1
     assert emulator.totals() == {}
+
+
+@pytest.mark.parametrize("header, says", [
+    (" time/usage_start , cost/cost ", "column ' cost/cost ' has spaces around the required CBF column name "
+                                       "'cost/cost' (leading or trailing whitespace); trim the spaces"),
+    ("time/usage_start,Cost/Cost", "column 'Cost/Cost' is not a Common Bill Format column; did you mean "
+                                   "'cost/cost'?"),
+])
+def test_a_near_miss_of_a_required_column_names_it_and_never_advises_dropping_it(tmp_path, capsys, header, says):
+    source = tmp_path / "a.csv"
+    source.write_text(f"{header}\n2024-08-01T00:00:00Z,1.25\n")
+    code, _, printed = run_cli(["--input", str(source), "--connection_id", "c1", "--dry_run",
+                                "--output_dir", str(tmp_path / "out")], capsys)
+    assert code == 3, printed
+    assert says in printed
+    assert "--unknown_columns drop" not in printed and "is the header missing" not in printed
+    assert "Traceback" not in printed
