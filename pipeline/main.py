@@ -142,7 +142,14 @@ def parse(argv):
     """Our flags as a RunConfig, plus the flags for Beam; raises UsageError with one line."""
     parser = build_parser()
     ours = flags.option_names(parser)
-    args, beam_args = parser.parse_known_args(flags.with_underscores(argv, ours))
+    argv = flags.with_underscores(argv, ours)
+    try:
+        args, beam_args = parser.parse_known_args(argv)
+    except UsageError:
+        misspelt = flags.first_unknown_flag(argv, ours)
+        if misspelt:
+            raise UsageError(misspelt) from None
+        raise
     for flag in beam_args:
         if flag.split("=", 1)[0].lstrip("-").lower().replace("-", "_") in ("api_key", "apikey", "key"):
             raise UsageError("the API key is never a flag: put it in the variable --api_key_env names, "

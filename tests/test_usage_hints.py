@@ -30,3 +30,33 @@ def test_a_near_miss_of_a_required_column_names_it_and_never_advises_dropping_it
     assert says in printed
     assert "--unknown_columns drop" not in printed and "is the header missing" not in printed
     assert "Traceback" not in printed
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--conection_id", "c1"], "unknown flag --conection_id; did you mean --connection_id?"),
+    (["--conection_id=c1"], "unknown flag --conection_id; did you mean --connection_id?"),
+])
+def test_a_misspelt_runner_or_flag_is_refused_with_the_name_it_stands_for(tmp_path, capsys, flags, says):
+    source = tmp_path / "a.csv"
+    source.write_text("time/usage_start,cost/cost\n2024-08-01T00:00:00Z,1.25\n")
+    code, _, printed = run_cli(["--input", str(source), *flags], capsys)
+    assert code == 2, printed
+    assert f"error: {says}" in printed and len(printed.strip().splitlines()) == 1, printed
+
+
+def test_a_misspelt_runner_exits_2_with_the_runner_it_stands_for(tmp_path, capsys):
+    from pipeline import main as cli  # not run_cli: it pins the runner
+    source = tmp_path / "a.csv"
+    source.write_text("time/usage_start,cost/cost\n2024-08-01T00:00:00Z,1.25\n")
+    code = cli.main(["--input", str(source), "--connection_id", "c1", "--runner=DirectRuner",
+                     f"--report_path={tmp_path}/r.json", f"--dead_letter_path={tmp_path}/dl"])
+    printed = capsys.readouterr()
+    assert code == 2 and printed.out == ""
+    assert printed.err.startswith("error: --runner DirectRuner is not a Beam runner; did you mean DirectRunner?")
+    assert len(printed.err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("runner", ["direct", "DirectRunner", "dataflow", "FnApiRunner", "my.module.MyRunner"])
+def test_the_runners_beam_knows_are_not_refused(runner):
+    from pipeline import flags
+    assert flags.runner_problem(runner) is None
