@@ -284,13 +284,17 @@ def _shown(folder):
     return folder if relative.startswith("..") else os.path.join(".", relative)
 
 
-def _where_outputs_are(report, report_target, run_folder):
-    """The run's last line: where to look."""
+def _where_outputs_are(report, report_target, run_folder, config):
+    """The run's last line: where to look (for a dry run, first where the bodies are)."""
+    line = ""
+    if config.mode == run_config.DRY_RUN:
+        line = f"dry run, nothing sent: the bodies are in {_shown(config.output_dir.rstrip('/'))}/ " \
+               "(<connection>/<month>/<seq>.json); "
     written = [report_target, *report["dead_letter_files"]]
     if all(path.startswith(run_folder + "/") for path in written):
         names = ", ".join(path[len(run_folder) + 1:] for path in written)
-        return f"outputs: {_shown(run_folder)}/ ({names})"
-    line = f"report: {report_target}"
+        return line + f"outputs: {_shown(run_folder)}/ ({names})"
+    line += f"report: {report_target}"
     if report["dead_letter_files"]:
         line += "; rejected rows: " + ", ".join(report["dead_letter_files"])
     return line
@@ -352,7 +356,7 @@ def _run_and_report(p, config, wait, local, report_target, run_folder, state_pat
     if local:
         _remove_if_empty(run_folder)
     print(run_report.render(report), flush=True)
-    print(_where_outputs_are(report, report_target, run_folder), flush=True)
+    print(_where_outputs_are(report, report_target, run_folder, config), flush=True)
     if stopping.requested():
         print(_how_to_resume(report, config.state_path, state_path_given), file=sys.stderr, flush=True)
         return STOPPED
@@ -426,7 +430,7 @@ def _run_watch(config, options, runner_name, local, wait):
                         "with --state_path, a restarted watcher sends nothing twice") from None
     report, text = watch.finish(config, results_dir, report_target)
     print(text, flush=True)
-    print(_where_outputs_are(report, report_target, run_folder), flush=True)
+    print(_where_outputs_are(report, report_target, run_folder, config), flush=True)
     return run_report.exit_code(report)
 
 

@@ -263,3 +263,14 @@ def test_a_partly_delivered_month_reports_what_is_in_cloudzero_and_what_is_not(e
     assert [line[2] for line in lines] == [str(held_rows), str(60 - held_rows)], printed
     assert [Decimal(line[5]) for line in lines] == [held_cost, sum(Decimal(r[2]) for r in rows) - held_cost]
     assert lines[0][6] == "delivered" and lines[1][6] == "failed:"
+
+
+def test_a_dry_run_names_the_folder_its_bodies_are_in_last(tmp_path, capsys):
+    write_csv(str(tmp_path / "in.csv"), ["time/usage_start", "cost/cost"], [["2024-08-01T00:00:00Z", "1.5"]])
+    code, _, _ = run_cli(["--input", str(tmp_path / "in.csv"), "--connection_id", "c1", "--dry_run",
+                          "--output_dir", str(tmp_path / "bodies"), f"--report_path={tmp_path}/r.json"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    last = printed.strip().splitlines()[-1]
+    assert last.startswith(f"dry run, nothing sent: the bodies are in {tmp_path / 'bodies'}/ "), last
+    assert os.path.exists(tmp_path / "bodies" / "c1" / "2024-08" / "00001.json")
