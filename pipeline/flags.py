@@ -19,6 +19,7 @@ exit status:
   2  usage error: a flag is unknown, missing or wrong (one line says why)
   3  the input cannot be planned (no file matches, unknown column, unreadable file);
      nothing was read or sent
+  130  stopped by Ctrl-C: the report is written, and the same command sends the rest
 
 outputs: without --report_path / --dead_letter_path, the report and the rejected rows go to
   ./cloudzero-runs/<run id>/ on a local run (under --temp_location on Dataflow); the last
@@ -56,7 +57,7 @@ DEFAULT_TEXT = {
 def describe(parser):
     """Fill in missing help and show every default in --help."""
     for action in parser._actions:  # pylint: disable=protected-access
-        if not action.option_strings or action.dest in ("help", "wait"):
+        if not action.option_strings or action.dest in ("help", "wait", "version"):
             continue
         text = action.help or HELP.get(action.dest, "")
         default = action.default

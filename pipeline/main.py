@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from anycost.delivery import api_key, stopping
 from anycost import cbf
-from anycost import config as run_config, words
+from anycost import config as run_config, version, words
 from anycost.inputs import files, sources
 from anycost.outcomes import report as run_report
 from pipeline import flags
@@ -85,6 +85,7 @@ def build_parser():
         "--flag=value, and with hyphens: --dry-run, --report-path FILE."), allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=flags.EPILOG)
     add = parser.add_argument
+    add("--version", action="version", version=f"%(prog)s {version.VERSION}")
     add("--input", action="append", required=True, metavar="PATTERN",
         help="glob over any Beam filesystem (local, gs://); repeat for more")
     stream = parser.add_mutually_exclusive_group(required=True)

@@ -60,3 +60,19 @@ def test_a_misspelt_runner_exits_2_with_the_runner_it_stands_for(tmp_path, capsy
 def test_the_runners_beam_knows_are_not_refused(runner):
     from pipeline import flags
     assert flags.runner_problem(runner) is None
+
+
+def test_version_prints_the_packages_version_and_exits_0(tmp_path):
+    import os
+    import pathlib
+    import subprocess
+    import sys
+    repo = pathlib.Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    packaged = subprocess.run([sys.executable, "setup.py", "--version"], cwd=repo, env=env, capture_output=True,
+                              text=True, timeout=120)
+    assert packaged.returncode == 0 and packaged.stdout.strip(), packaged.stderr
+    shown = subprocess.run([sys.executable, "-m", "pipeline", "--version"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == f"python -m pipeline {packaged.stdout.strip().splitlines()[-1]}"
