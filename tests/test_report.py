@@ -61,7 +61,7 @@ def test_rejects_over_the_limit_block_everything():
     stats = (10, 1, 0)
     summaries = [summary("c1", "2024-08", 9)]
     reason = report.gate_reason(stats, summaries, CONFIG)
-    assert "1 rows were rejected, more than --max_rejected_rows 0" in reason and "nothing was posted" in reason
+    assert "1 row was rejected, more than --max_rejected_rows 0" in reason and "nothing was posted" in reason
     built = report.build(CONFIG, stats, summaries, [result("c1", "2024-08", 1, NOT_SENT, count=1)],
                          dead_letter_files=["gs://b/dead-00000.jsonl"])
     assert not built["ok"] and report.exit_code(built) == 1
@@ -183,3 +183,11 @@ def test_a_month_with_nothing_delivered_keeps_one_line():
     month = built["streams"]["c1"]["2024-08"]
     assert "delivered_part" not in month and "undelivered_part" not in month
     assert len([line for line in report.render(built).splitlines() if line.startswith("c1")]) == 1
+
+
+def test_counts_of_one_are_singular():
+    from anycost import words
+    assert (words.plural(1, "row"), words.plural(2, "row"), words.plural(1000, "body", "bodies")) == (
+        "1 row", "2 rows", "1,000 bodies")
+    assert report.gate_reason((3, 1, 0), [], CONFIG).startswith("1 row was rejected, more than")
+    assert report.gate_reason((3, 2, 0), [], CONFIG).startswith("2 rows were rejected, more than")

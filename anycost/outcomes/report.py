@@ -7,7 +7,7 @@ No Beam, no HTTP.
 """
 import collections
 
-from anycost import config as run_config, delivery
+from anycost import config as run_config, delivery, words
 from anycost.delivery.results import COSTED
 from anycost.inputs import normalise, values
 from anycost.outcomes import notices
@@ -35,7 +35,7 @@ def hold_reason(rows_rejected, summaries, settings, holds=()):
         return "; ".join(sorted(holds))
     if rows_rejected > settings.max_rejected_rows:
         where = "the dead-letter files" if settings.face == run_config.CLI else "result.rejected"
-        return (f"{rows_rejected} rows were rejected, more than "
+        return (f"{words.plural(rows_rejected, 'row')} {'was' if rows_rejected == 1 else 'were'} rejected, more than "
                 f"{run_config.setting_value('max_rejected_rows', settings.max_rejected_rows, settings.face)}; "
                 f"nothing was posted. Fix the rows in {where} and run again")
     refused = sorted((s for s in summaries if s.refused), key=lambda s: (s.connection_id, s.month))
