@@ -19,6 +19,11 @@ setuptools.setup(
     name="cloudzero-anycost-beam",
     version=_version(),
     description="Apache Beam pipeline that uploads Common Bill Format files to CloudZero AnyCost Stream",
+    license="Apache-2.0",
+    classifiers=[
+        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3",
+    ],
     packages=["anycost", "anycost.inputs", "anycost.bodies", "anycost.delivery", "anycost.outcomes",
               "anycost_emulator", "pipeline", "transforms"],
     python_requires=">=3.9",

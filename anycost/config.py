@@ -101,6 +101,7 @@ class WriteSettings:
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
     skip_month_check: bool = False
+    lease_wait_seconds: float = 900.0  # how long to wait for another run sending a connection
     input_format: str = "cbf"
     mode: str = SEND
     output_dir: Optional[str] = None  # where dry-run bodies are written
@@ -167,7 +168,7 @@ class WriteSettings:
                 span = f"between {low} and {high:,}" if high else f"a whole number of at least {low}"
                 why = " (CloudZero refuses larger bodies)" if name == "max_body_bytes" else ""
                 return f"{n(name)} must be {span}{why}, not {value!r}"
-        for name in ("max_retry_seconds", "connect_timeout", "read_timeout"):
+        for name in ("max_retry_seconds", "connect_timeout", "read_timeout", "lease_wait_seconds"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
                 return f"{n(name)} must be a number of seconds, not {value!r}"

@@ -11,8 +11,9 @@ same generated rows, with no --state_path, so the default ledger under
 1. a first run, from folder A;
 2. a rerun from folder A: it finds every body in the ledger and posts nothing;
 3. a rerun from folder B, whose ledger is empty: it cannot know which keys run 1 used, so a
-   body that run 1 moved past a load balancer's error is applied again. This is the limit the
-   README's "Moves need the ledger" describes; the run shows its size instead of hiding it.
+   body that run 1 moved past a load balancer's error is applied again. This is the limit that
+   docs/failure-and-rerun.md, "Moves need the ledger", describes; the run shows its size
+   instead of hiding it.
 
 Each run's POSTs, key moves, replays and the emulator's totals against expected.json (exact
 `Decimal` sums computed by the generator) are printed. Exit status 0 when runs 1 and 2 are

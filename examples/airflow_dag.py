@@ -9,7 +9,7 @@ Two ways to run the same connector:
   ``/home/airflow/gcs/data/cloudzero-anycost``. ``--setup_file`` ships the package to the
   Dataflow workers.
 * ``cloudzero_anycost_flex_template``: ``DataflowStartFlexTemplateOperator`` launches the Flex
-  Template built from ``flex_template/`` (see the README, "Flex Template"). Nothing but Airflow's Google
+  Template built from ``flex_template/`` (see docs/operations.md, "Flex Template"). Nothing but Airflow's Google
   provider is needed on the Airflow side.
 
 Both read the API key on the Dataflow workers from Secret Manager (``api_key_secret``); the key is

@@ -6,8 +6,8 @@ AnyCost emulator, with the real ``BeamRunPythonPipelineOperator`` and the Direct
 DAG run unless its ``ok`` field is true. It runs even when the upload failed, so its log
 says why (the most frequent reasons rows were rejected, or that no report was written).
 
-Try it (needs ``apache-airflow`` and ``apache-airflow-providers-apache-beam``; the README's
-"Airflow" section and ``scripts/airflow_check.sh`` show a throw-away setup)::
+Try it (needs ``apache-airflow`` and ``apache-airflow-providers-apache-beam``; docs/operations.md,
+"Airflow", and ``scripts/airflow_check.sh`` show a throw-away setup)::
 
     export CLOUDZERO_API_KEY=any-local-key            # the emulator and the pipeline share it
     .venv/bin/python -m anycost_emulator --port 8080 &

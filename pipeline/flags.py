@@ -43,6 +43,7 @@ HELP = {
     "max_retry_seconds": "time a request may spend retrying",
     "connect_timeout": "seconds to open a connection",
     "read_timeout": "seconds to wait for an answer",
+    "lease_wait_seconds": "seconds to wait for another run sending the same connection (same --state_path)",
     "max_concurrent_streams": "connections sent in parallel (each one strictly one request at a time)",
 }
 METAVAR = {int: "N", float: "SECONDS", "connection_id": "ID", "stream_column": "COLUMN",

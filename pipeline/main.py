@@ -113,11 +113,12 @@ def build_parser():
     add("--max_retry_seconds", type=float, default=90.0)
     add("--connect_timeout", type=float, default=10.0)
     add("--read_timeout", type=float, default=30.0)
+    add("--lease_wait_seconds", type=float, default=900.0)
     add("--skip_month_check", type=_flag, nargs="?", const=True, default=False, metavar="true|false",
         help="with sum, do not read what CloudZero holds to check the monthly row limit first")
     add("--max_concurrent_streams", type=int, default=8)
     add("--input_format", choices=sources.INPUT_FORMATS, default=sources.CBF,
-        help="cbf (default) or focus: FOCUS 1.0-1.2 exports, mapped to CBF (see the README)")
+        help="cbf (default) or focus: FOCUS 1.0-1.2 exports, mapped to CBF (see docs/data-rules.md)")
     add("--column_map", metavar="FILE", help='JSON object {"source column": "CBF column"}, applied before validation')
     add("--unknown_columns", choices=sources.UNKNOWN_COLUMNS, default="refuse",
         help="a column that is not CBF stops the run (refuse, default) or is left out (drop)")
@@ -184,7 +185,8 @@ def parse(argv):
         report_path=args.report_path, verify=args.verify, test_namespace=args.test_namespace,
         state_path=args.state_path, max_attempts=args.max_attempts,
         max_retry_seconds=args.max_retry_seconds, connect_timeout=args.connect_timeout,
-        read_timeout=args.read_timeout, max_concurrent_streams=args.max_concurrent_streams,
+        read_timeout=args.read_timeout, lease_wait_seconds=args.lease_wait_seconds,
+        max_concurrent_streams=args.max_concurrent_streams,
         skip_month_check=args.skip_month_check,
         input_format=args.input_format, column_map_file=args.column_map, unknown_columns=args.unknown_columns,
         tag_keys=args.tag_keys or ("sanitize" if args.input_format == sources.FOCUS else "refuse"),

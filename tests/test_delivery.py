@@ -2,6 +2,8 @@
 tmp_path: order, one request at a time (checked across real threads), key generations
 against a client that replays first answers like CloudZero, stop after a permanent
 failure, resume from state, and the monthly row limit against what CloudZero holds."""
+import dataclasses
+import json
 import random
 import threading
 import time
@@ -12,7 +14,7 @@ from anycost import delivery
 from anycost.delivery import (ALREADY_DELIVERED, DELIVERED, FAILED, INVALID, NOT_SENT, VALID, ConnectionSender,
                               month_limit_refusal, rows_held)
 from anycost.bodies.packing import PlannedBody, idempotency_key
-from anycost.delivery.retry import Outcome, RetryPolicy
+from anycost.delivery.retry import KeyGeneration, Outcome, RetryPolicy
 from anycost.delivery.ledger import RunState
 
 OK = Outcome(status=201, payload={"connection": {"drop_id": "d-1", "month": "2024-08", "row_count": 1}})
@@ -48,6 +50,7 @@ class FakeClient:
         self.in_flight, self.most_in_flight, self.violations = {}, 0, []
         self.lock = threading.Lock()
         self.held = {}  # connection -> rows CloudZero holds per month, for list_drops
+        self.drops = {}  # connection -> the drops applied, for list_drops
 
     @staticmethod
     def _identity(body):
@@ -85,13 +88,24 @@ class FakeClient:
                     return Outcome(error="timeout", message="within --read_timeout 30 s")
                 if answer == APPLIED_THEN_DROPPED or answer.ok:
                     self.applied[identity] = self.applied.get(identity, 0) + 1
-                    self.cached[key] = OK if answer == APPLIED_THEN_DROPPED else answer
-                    return Outcome(error="connection", message="reset") if answer == APPLIED_THEN_DROPPED else answer
+                    success = self._apply(connection_id, body, answer if answer != APPLIED_THEN_DROPPED else OK)
+                    self.cached[key] = success
+                    return Outcome(error="connection", message="reset") if answer == APPLIED_THEN_DROPPED else success
                 if answer.status is not None and answer.status >= 500:
                     self.cached[key] = answer  # the application's error: replayed to every retry
                 return answer
         finally:
             self._leave(connection_id)
+
+    def _apply(self, connection_id, body, answer):
+        """Store a drop (listed by `list_drops`, as CloudZero does) under an id of its own."""
+        document = json.loads(body)
+        drop = {"drop_id": f"d-{sum(map(len, self.drops.values())) + 1}", "month": document["month"],
+                "row_count": len(document["data"])}
+        self.drops.setdefault(connection_id, []).append(drop)
+        if not (answer.payload or {}).get("connection"):  # CloudZero answered without the drop
+            return answer
+        return dataclasses.replace(answer, payload={"connection": dict(drop)})
 
     def validate_drop(self, body):
         self.log.append(("validate", body))
@@ -104,7 +118,7 @@ class FakeClient:
         if queue:
             return queue.pop(0)
         drops = [{"drop_id": f"old-{month}", "month": month, "row_count": rows}
-                 for month, rows in self.held.get(connection_id, {}).items()]
+                 for month, rows in self.held.get(connection_id, {}).items()] + self.drops.get(connection_id, [])
         return Outcome(status=200, payload={"billing_drops": drops})
 
 
@@ -144,7 +158,8 @@ def test_bodies_go_in_the_order_given_and_out_of_order_is_refused():
     assert [(r.month, r.seq) for r in results] == expected
     by_key = {b.idempotency_key: (b.month, b.seq) for b in bodies}
     assert [by_key[p[2]] for p in posts(log)] == expected
-    assert all(r.status == DELIVERED and r.attempts == 1 and r.drop_id == "d-1" for r in results)
+    assert all(r.status == DELIVERED and r.attempts == 1 for r in results)
+    assert [r.drop_id for r in results] == [f"d-{n}" for n in range(1, 6)]
     send, log, _ = sender()
     with pytest.raises(ValueError, match="in order"):
         send.send([make_body("2024-09", 1), make_body("2024-08", 1)])
@@ -219,14 +234,24 @@ def test_applied_then_dropped_keeps_the_key_so_the_cached_success_answers():
 
 def test_a_key_in_doubt_is_kept_even_when_later_answers_are_definite_errors(tmp_path):
     """Generation 1 was applied but the answer was lost; the gateway then answers 502 (not
-    cached). Moving to generation 2 would apply the body twice: the sender must not."""
+    cached). Moving to generation 2 would apply the body twice: the sender must not. Without
+    a ledger it keeps the key until it gives up; with one, the listing shows the drop."""
     body = make_body("2024-08", 1, count=1)
     script = {("2024-08", 1): [APP_503, APPLIED_THEN_DROPPED, FRONT_502, FRONT_502]}
-    send, log, client = sender(script, state_path=tmp_path, policy=RetryPolicy(max_attempts=3))
+    send, log, client = sender(script, policy=RetryPolicy(max_attempts=3))
+    send._first_generation = lambda body, ledger: KeyGeneration()  # walk keys as with a ledger
     [result] = send.send([body])
     assert result.status == FAILED and "gave up after 3 attempts" in result.message
     assert [p[2] for p in posts(log)] == [body.key_for(0), body.key_for(1), body.key_for(1)]
     assert client.applied == {("2024-08", 1): 1}
+
+    script = {("2024-08", 1): [APP_503, APPLIED_THEN_DROPPED, FRONT_502, FRONT_502]}
+    send, log, client = sender(script, state_path=tmp_path, policy=RetryPolicy(max_attempts=3))
+    [result] = send.send([body])
+    assert result.status == DELIVERED and result.drop_id == "d-1" and "so it was applied" in result.message
+    assert [p[2] for p in posts(log)] == [body.key_for(0), body.key_for(1), body.key_for(1)]
+    assert client.applied == {("2024-08", 1): 1}
+    assert RunState(str(tmp_path)).delivered_keys("conn") == {body.idempotency_key}
 
 
 def test_connect_failures_keep_the_key_without_pinning_it(tmp_path):
@@ -320,7 +345,8 @@ def test_retries_exhausted_fail_the_body_and_nothing_is_recorded_as_delivered(tm
     assert len(posts(log)) == 3
     state = RunState(str(tmp_path))
     assert state.delivered_keys("conn") == set()
-    assert state.progress(bodies[0]) == (2, False)  # every answer was definite: a rerun may move on
+    # every answer was definite, and CloudZero replays the last one to its key: a rerun takes the next
+    assert state.progress(bodies[0]) == (3, False)
     assert state.progress(bodies[1]) is None
 
 

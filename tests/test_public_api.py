@@ -238,6 +238,7 @@ def test_core_reasons_name_settings_for_the_beam_api_as_keyword_arguments():
 @pytest.mark.parametrize("flags, named", [
     (["--max_retry_seconds", "-1"], "--max_retry_seconds must be a number of seconds"),
     (["--read_timeout", "-5"], "--read_timeout must be a number of seconds"),
+    (["--lease_wait_seconds", "-5"], "--lease_wait_seconds must be a number of seconds"),
     (["--max_attempts", "0"], "--max_attempts must be a whole number of at least 1"),
     (["--max_body_bytes", "999"], "--max_body_bytes must be between 1000 and 5,000,000"),
     (["--test_namespace", " "], "--test_namespace must be printable text"),

@@ -61,8 +61,8 @@ def test_retry_after_is_honoured_for_503_and_429(key, tmp_path, capsys):
         first, second, third = [r for r in emu.requests if r.method == "POST"][:3]
         assert (first.status, second.status, third.status) == (503, 429, 200)
         assert second.started - first.ended >= 0.39 and third.started - second.ended >= 0.29
-        # definite errors, nothing in doubt: each retry moved to the body's next key
-        assert len({first.idempotency_key, second.idempotency_key, third.idempotency_key}) == 3
+        # the 503 moved the key; the 429 may be about a concurrent request, so it kept it
+        assert first.idempotency_key != second.idempotency_key == third.idempotency_key
         assert emulator_totals(emu) == expected
 
 

@@ -198,8 +198,15 @@ def test_default_policy_ends_a_dead_endpoint_within_two_minutes(error):
 def test_a_definite_error_moves_to_the_next_key():
     generation, moved = KeyGeneration().after(Outcome(status=503))
     assert generation == KeyGeneration(1, False) and "under key generation 0" in moved and "HTTP 503" in moved
-    generation, moved = generation.after(Outcome(status=429))
+    generation, moved = generation.after(Outcome(status=403))
     assert generation.number == 2 and moved
+
+
+@pytest.mark.parametrize("status", [429, 409, 408, 418, 302])
+def test_a_refusal_that_may_be_about_concurrency_never_moves_the_key(status):
+    """Another request for the connection may be applying this very body under this key."""
+    generation, moved = KeyGeneration(1).after(Outcome(status=status))
+    assert generation == KeyGeneration(1, False) and moved is None
 
 
 @pytest.mark.parametrize("outcome", [Outcome(error="timeout"), Outcome(error="connection")])

@@ -172,7 +172,7 @@ def test_a_replayed_bundle_counts_nothing_twice(emulator, tmp_path, ledger):
 
 
 def test_usage_events_aggregated_per_hour_then_replaced_hour_by_hour(emulator):
-    """The README's streaming example: events -> AggregateHourly -> WriteToAnyCost(replace_hourly)."""
+    """The streaming example of docs/beam-api.md: events -> AggregateHourly -> WriteToAnyCost(replace_hourly)."""
     events = [row("c1", 5, minute, "0.1") for minute in range(0, 60, 5)]  # twelve events of 0.1
     stream = (test_stream.TestStream()
               .advance_watermark_to(H0)

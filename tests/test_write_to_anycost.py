@@ -237,6 +237,7 @@ def test_the_result_pcollections_with_assert_that(emu):
     ({"connection_id": "a", "max_attempts": 0}, "max_attempts"),
     ({"connection_id": "a", "max_concurrent_streams": 0}, "max_concurrent_streams"),
     ({"connection_id": "a", "max_retry_seconds": -1}, "max_retry_seconds"),
+    ({"connection_id": "a", "lease_wait_seconds": -1}, "lease_wait_seconds must be a number of seconds"),
     ({"connection_id": "a", "allowed_lateness_seconds": -5}, "allowed_lateness_seconds"),
     ({"connection_id": "a", "test_namespace": "a\nb"}, "test_namespace"),
     ({"connection_id": "a", "input_format": "xml"}, "input_format"),

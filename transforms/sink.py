@@ -18,7 +18,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from anycost.delivery import api_key, retry, stopping
+from anycost.delivery import api_key, changed_rows, lease, stopping
 from anycost import config as run_config, delivery
 from anycost.inputs import normalise
 from anycost.bodies import packing
@@ -117,19 +117,27 @@ class SendConnections(beam.DoFn):
                  for month, chunks in months.items()]
         self._progress.expect(sum(p.body_count for p in plans), sum(p.body_bytes for p in plans))
 
-    def _bodies(self, connection_id, months, plans, held=None, refused=None):
+    def _bodies(self, connection_id, months, plans, held=None, refused=None, delivered=None, sender=None):
         """Months ascending, bodies in order, built one month at a time (each month's chunks
         are let go once its bodies exist); each month's plan is noted in `plans`. With
         `held` (rows CloudZero holds per month), a month that would pass the monthly row
-        limit is not sent: its results go to `refused`."""
+        limit is not sent: its results go to `refused`. With `delivered` (the ledger's
+        records), a `sum` month whose files were delivered before as other bodies is refused
+        too (`anycost.delivery.changed_rows`), and `sender` records each month's files."""
         for month in sorted(months):
-            plan = packing.plan_stream_month(connection_id, month, months.pop(month), self._config.operation,
+            chunks = months.pop(month)
+            files = sorted({chunk.source_file for chunk in chunks if chunk.source_file})
+            plan = packing.plan_stream_month(connection_id, month, chunks, self._config.operation,
                                              self._config.max_body_bytes)
             plans.append(plan)
+            if sender is not None:
+                sender.note_source_files(connection_id, month, files)
             if plan.resource_ids_cut:
                 LOG.warning("%s %s: %s", connection_id, month,
                             notices.resource_id_notice(plan.resource_ids_cut, plan.resource_id_example))
             refusal = held is not None and delivery.month_limit_refusal(month, held.get(month, 0), plan.row_count)
+            if not refusal and delivered is not None:
+                refusal = changed_rows.refusal(month, plan.bodies, files, delivered, self._config.face)
             if refusal:
                 LOG.error("%s %s refused: %s", connection_id, month, refusal)
                 refused.extend(delivery.result_for(b, delivery.REFUSED, message=refusal) for b in plan.bodies)
@@ -153,9 +161,8 @@ class SendConnections(beam.DoFn):
         client = AnyCostClient(config.api_url, self._key, config.connect_timeout, config.read_timeout,
                                config.test_namespace)
         try:
-            sender = delivery.ConnectionSender(client, retry.policy_for(config), state=self._state,
-                                               observer=self._tally, sleep=stopping.sleep,
-                                               should_stop=stopping.requested)
+            sender = delivery.sender_for(client, config, state=self._state, observer=self._tally,
+                                         sleep=stopping.sleep, should_stop=stopping.requested)
             if config.mode == run_config.VALIDATE_ONLY:
                 return sender.validate(bodies)
             if config.mode == run_config.VERIFY_ONLY:  # the months' totals only: no bodies built
@@ -163,19 +170,31 @@ class SendConnections(beam.DoFn):
                     packing.plan_stream_month(connection_id, month, months[month], config.operation,
                                               config.max_body_bytes, with_bodies=False)
                     for month in sorted(months)])
-            refused = []
-            if config.checks_month_limits:
-                held, problem = sender.rows_held(connection_id)
-                if problem:
-                    LOG.error("%s", problem)
-                    return [delivery.result_for(b, delivery.FAILED, message=problem) for b in bodies]
-                bodies = self._progress.track(self._bodies(connection_id, months, plans, held, refused))
-            results = sender.send(bodies) + refused
+            try:
+                with sender.holding(connection_id):  # what CloudZero holds is read under the lease
+                    results = self._send_held(sender, connection_id, months, plans, bodies)
+            except lease.LeaseBusy as busy:
+                LOG.error("%s", busy)
+                return [delivery.result_for(b, delivery.NOT_SENT, message=str(busy)) for b in bodies]
             if config.verify:
                 results += sender.verify(plans)
             return results
         finally:
             client.close()
+
+    def _send_held(self, sender, connection_id, months, plans, bodies):
+        """Under the lease: what CloudZero and the ledger hold decide which months may go."""
+        refused, held = [], None
+        if self._config.checks_month_limits:
+            held, problem = sender.rows_held(connection_id)
+            if problem:
+                LOG.error("%s", problem)
+                return [delivery.result_for(b, delivery.FAILED, message=problem) for b in bodies]
+        delivered = None
+        if self._state is not None and self._config.operation == "sum":
+            delivered = self._state.delivered_records(connection_id)
+        bodies = self._progress.track(self._bodies(connection_id, months, plans, held, refused, delivered, sender))
+        return sender.send(bodies) + refused
 
 
 class WriteBillingDrops(beam.PTransform):

@@ -27,7 +27,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from anycost.delivery import api_key, retry
+from anycost.delivery import api_key
 from anycost import cbf, delivery
 from anycost.bodies import hour_units
 from anycost.inputs import hourly, rows as cbf_rows
@@ -264,7 +264,7 @@ class SendPanes(beam.DoFn):
             return [delivery.result_for(b, delivery.DRY_RUN, message=write_body(s.output_dir, b)) for b in bodies]
         if self._key_error:
             return [delivery.result_for(b, delivery.FAILED, message=self._key_error) for b in bodies]
-        sender = delivery.ConnectionSender(self._client, retry.policy_for(s), state=self._ledger)
+        sender = delivery.sender_for(self._client, s, state=self._ledger)
         outcome = sender.validate(bodies) if mode == VALIDATE_ONLY else sender.send(bodies)
         sent = [r for r in outcome if r.status == delivery.DELIVERED]
         Metrics.counter("cloudzero", "bodies_sent").inc(len(sent))

@@ -11,7 +11,8 @@ restarted watcher from sending them again, because each body's key names its fil
 Each file's outcome is written as a small JSON record under `results_dir` (one object per
 file and connection, overwritten whole on a replay), from which the command line builds
 the usual report when the job ends. `fileio.MatchContinuously` is not used: offline it
-ignores the poll interval and misses files added later (see the README).
+ignores the poll interval and misses files added later (see docs/command-line.md, "Watching
+for new files").
 """
 import dataclasses
 import json
@@ -26,7 +27,7 @@ from apache_beam.transforms.periodicsequence import PeriodicImpulse
 from apache_beam.utils.timestamp import MAX_TIMESTAMP
 
 from anycost import delivery
-from anycost.delivery import retry
+
 from anycost.bodies import file_units
 from anycost.inputs import normalise
 from anycost.delivery.ledger import RunState
@@ -165,8 +166,7 @@ class SendFiles(beam.DoFn):
         elif self._key_error:
             results = [delivery.result_for(b, delivery.FAILED, message=self._key_error) for b in bodies]
         else:
-            sender = delivery.ConnectionSender(self._client, retry.policy_for(c),
-                                               state=self._ledger)
+            sender = delivery.sender_for(self._client, c, state=self._ledger)
             results = sender.validate(bodies) if c.mode == "validate_only" else sender.send(bodies)
         results = refusals + results
         write_json(FileSystems.join(self._results, UNITS_DIR, f"{connection_id}-{unit.identity.digest}.json"), {

@@ -68,7 +68,8 @@ class WriteToAnyCost(beam.PTransform):
     stateful sender keyed by connection keeps one request in flight per connection; an hour
     with more rejected rows than `max_rejected_rows` is held back whole and reported in
     `result.failed`. Bodies and idempotency keys are a pure function of the pane, so a bundle
-    the runner replays counts nothing twice. See the README, "Streaming: rows from an unbounded source".
+    the runner replays counts nothing twice. See docs/beam-api.md, "Streaming: rows from an
+    unbounded source".
 
     Args:
       connection_id: the AnyCost Stream connection every row goes to. Default None; give
@@ -87,14 +88,18 @@ class WriteToAnyCost(beam.PTransform):
       max_rejected_rows: rejected rows tolerated before nothing is posted. Default 0.
       state_path: a delivery ledger (local or gs://): a rerun skips bodies it records as
         delivered. Default None. Recommended: only with a ledger may a body move to a new
-        idempotency key after CloudZero replays an error to its key (see the README,
-        "Moves need the ledger"); without one such a body fails, saying so.
+        idempotency key after CloudZero replays an error to its key (see
+        docs/failure-and-rerun.md, "Moves need the ledger"); without one such a body fails, saying so.
       test_namespace: sent as `cloudzero-test-key` on every request. Default None.
       max_attempts: attempts per body. Default 8. A retry keeps the body's idempotency key
         while any attempt may have been applied; after definite errors only, and only with
         `state_path`, it moves to the body's next key, since CloudZero replays a key's first
         answer, errors included.
       max_retry_seconds: the longest a body is retried. Default 600.0.
+      lease_wait_seconds: with `state_path`, one run at a time sends a connection: it holds
+        the connection's lease in the ledger. Another run (an orchestrator's retry of a live
+        attempt) waits this long for it, then resumes from the ledger; past it, that
+        connection is not sent and the failure names the holder. Default 900.0.
       max_concurrent_streams: connections sent in parallel per worker. Default 8.
       allowed_lateness_seconds: unbounded input only: how late a row may arrive and still
         have its hour sent again. Default 3600.
@@ -120,7 +125,7 @@ class WriteToAnyCost(beam.PTransform):
     def __init__(self, connection_id=None, stream_column=None, operation="sum",
                  api_url="https://api.cloudzero.com", api_key_env="CLOUDZERO_API_KEY", api_key_secret=None,
                  max_body_bytes=cbf.MAX_BODY_BYTES, max_rejected_rows=0, state_path=None, test_namespace=None,
-                 max_attempts=8, max_retry_seconds=600.0, max_concurrent_streams=8,
+                 max_attempts=8, max_retry_seconds=600.0, lease_wait_seconds=900.0, max_concurrent_streams=8,
                  allowed_lateness_seconds=3600, input_format="cbf", skip_month_check=False, column_map=None):
         super().__init__()
         self._column_map = _column_map(column_map)
@@ -128,7 +133,7 @@ class WriteToAnyCost(beam.PTransform):
             connection_id=connection_id, stream_column=stream_column, operation=operation, api_url=api_url,
             api_key_env=api_key_env, api_key_secret=api_key_secret, max_body_bytes=max_body_bytes,
             max_rejected_rows=max_rejected_rows, state_path=state_path, test_namespace=test_namespace,
-            max_attempts=max_attempts, max_retry_seconds=max_retry_seconds,
+            max_attempts=max_attempts, max_retry_seconds=max_retry_seconds, lease_wait_seconds=lease_wait_seconds,
             max_concurrent_streams=max_concurrent_streams, allowed_lateness_seconds=allowed_lateness_seconds,
             input_format=input_format, skip_month_check=skip_month_check).check()
 
@@ -154,7 +159,8 @@ class WriteToAnyCost(beam.PTransform):
             "api_key_from_secret_manager": s.api_key_secret is not None,
             "max_body_bytes": s.max_body_bytes, "max_rejected_rows": s.max_rejected_rows,
             "state_path": s.state_path, "test_namespace": s.test_namespace, "max_attempts": s.max_attempts,
-            "max_retry_seconds": float(s.max_retry_seconds), "max_concurrent_streams": s.max_concurrent_streams,
+            "max_retry_seconds": float(s.max_retry_seconds), "lease_wait_seconds": float(s.lease_wait_seconds),
+            "max_concurrent_streams": s.max_concurrent_streams,
             "allowed_lateness_seconds": s.allowed_lateness_seconds, "input_format": s.input_format,
             "skip_month_check": s.skip_month_check,
             "column_map": json.dumps(dict(self._column_map)) if self._column_map else None,

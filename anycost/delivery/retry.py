@@ -35,6 +35,14 @@ RETRYABLE_ERRORS = frozenset({CONNECT, DNS, TLS_HANDSHAKE, TIMEOUT, CONNECTION})
 MAX_KEY_GENERATIONS = 16
 
 
+def moves_key(status):
+    """Whether an answer proves the request under its key did nothing, so the body may move on:
+    CloudZero's definite refusals and its application's errors. Any other status (429, 409, 408,
+    or one CloudZero does not document) may be a refusal because another request for the
+    connection is in flight, possibly applying this very body under this very key."""
+    return status is not None and (status in NEVER_RETRY or 500 <= status <= 599)
+
+
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     """What one attempt gave: an HTTP status, or an error before any status arrived."""
@@ -117,7 +125,8 @@ class KeyGeneration:
     key until it succeeds or the run gives up. Otherwise a definite HTTP error moves the
     body to the next generation, because CloudZero would replay that error to every retry
     under the same key. A failure to connect sends nothing and leaves the key as it is:
-    nothing is cached under it, so moving would only lengthen a rerun's walk.
+    nothing is cached under it, so moving would only lengthen a rerun's walk. A refusal that
+    may be about concurrency (429, 409, any status `moves_key` does not know) keeps the key too.
     """
     number: int = 0
     in_doubt: bool = False
@@ -129,7 +138,7 @@ class KeyGeneration:
             return self, None
         if outcome.may_have_been_applied:
             return dataclasses.replace(self, in_doubt=True), None
-        if self.in_doubt or self.number + 1 >= self.limit:
+        if self.in_doubt or not moves_key(outcome.status) or self.number + 1 >= self.limit:
             return self, None
         what = f"HTTP {outcome.status}"
         reason = (f"every attempt under key generation {self.number} got a definite error ({what}), "

@@ -38,6 +38,7 @@ class Chunk(NamedTuple):
     rows_size: int = 0  # uncompressed size of `rows`
     resource_ids_cut: int = 0  # rows whose resource/id CloudZero will cut (see normalise)
     resource_id_example: str = ""  # the first of them
+    source_file: str = ""  # the file the rows came from ("" for rows of a user's pipeline)
 
     def json_rows(self):
         if not self.codec:

@@ -4,7 +4,7 @@
 columns, `Tags` as JSON text, a map or a struct) into a record batch of CBF text columns
 with the same rows, plus each row's refusal reason (another currency, an unknown charge
 category, a refused tag key) and counters of the rules applied, for the run report.
-The mapping and every rule are documented in the README ("FOCUS input"); the reasons live
+The mapping and every rule are documented in docs/data-rules.md ("FOCUS input"); the reasons live
 next to `MAPPING` below. Columns CBF has no place for, provider `x_` columns included,
 are dropped and listed. Everything per row is an Arrow kernel or a numpy gather; only
 distinct values (Tags JSON, unknown categories, currencies) are touched in Python.
@@ -24,7 +24,7 @@ from anycost.inputs import tags, typed_text
 _STRING = pa.string()
 _NULL = pa.scalar(None, _STRING)
 
-# FOCUS column -> CBF column. Why each one (the README's table says the same):
+# FOCUS column -> CBF column. Why each one (the table in docs/data-rules.md says the same):
 MAPPING = (
     ("ChargePeriodStart", cbf.USAGE_START),          # the charge's start; its UTC month is the row's month
     ("ChargePeriodEnd", cbf.USAGE_END),              # accepted by CBF, ignored by CloudZero

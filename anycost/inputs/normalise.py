@@ -101,6 +101,8 @@ def normalise_batch(batch: pa.RecordBatch, source: SourceBatch, settings: RowSet
     resource_id = rendered.get(cbf.RESOURCE_ID)
     if resource_id is not None:
         chunks = _note_cut_resource_ids(chunks, kept(connection), month, kept(resource_id))
+    if source.file:  # the ledger keeps which files a delivered body's month came from
+        chunks = [(key, chunk._replace(source_file=source.file)) for key, chunk in chunks]
     return NormalisedBatch(chunks, rejects, n)
 
 
