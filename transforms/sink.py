@@ -161,8 +161,9 @@ class SendConnections(beam.DoFn):
         client = AnyCostClient(config.api_url, self._key, config.connect_timeout, config.read_timeout,
                                config.test_namespace)
         try:
+            # Not an interruptible sleep: the settle wait before reading the listing must run in full.
             sender = delivery.sender_for(client, config, state=self._state, observer=self._tally,
-                                         sleep=stopping.sleep, should_stop=stopping.requested)
+                                         should_stop=stopping.requested)
             if config.mode == run_config.VALIDATE_ONLY:
                 return sender.validate(bodies)
             if config.mode == run_config.VERIFY_ONLY:  # the months' totals only: no bodies built

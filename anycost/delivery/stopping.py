@@ -2,7 +2,7 @@
 
 The command line's signal handler and the in-process runner's sending threads share only
 the process, so the request is one process-wide flag. A sender checks it between bodies and
-during a wait for a retry; the request in flight is never cut off, so its answer reaches
+after a wait for a retry; the request in flight is never cut off, so its answer reaches
 the ledger. On a remote runner nothing sets it and it costs nothing.
 """
 import threading
@@ -22,8 +22,3 @@ def requested():
 
 def clear():
     _REQUESTED.clear()
-
-
-def sleep(seconds):
-    """`time.sleep` that ends early when a stop is requested."""
-    _REQUESTED.wait(seconds)
