@@ -3,11 +3,21 @@
 Dataflow workers install this (`--setup_file ./setup.py`), so `pipeline` and `transforms`
 travel with the job. `pip install .[gcp]` adds Google Secret Manager for `--api_key_secret`.
 """
+import os
+import re
+
 import setuptools
+
+
+def _version():
+    """anycost/version.py's VERSION, read as text: the package's dependencies may not be installed yet."""
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "anycost", "version.py")) as handle:
+        return re.search(r'^VERSION = "([^"]+)"$', handle.read(), re.M).group(1)
+
 
 setuptools.setup(
     name="cloudzero-anycost-beam",
-    version="0.1.0",
+    version=_version(),
     description="Apache Beam pipeline that uploads Common Bill Format files to CloudZero AnyCost Stream",
     license="Apache-2.0",
     classifiers=[

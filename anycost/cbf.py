@@ -5,6 +5,7 @@ one place: which columns exist, which are numbers or timestamps, which line-item
 tag keys are allowed, and which connection ids may become a URL path segment.
 No Beam, no HTTP, no Arrow.
 """
+import difflib
 import re
 
 USAGE_START = "time/usage_start"
@@ -99,9 +100,31 @@ def column_problem(name):
         return (f"tag column {name!r} has a key with characters CloudZero does not allow "
                 "(letters, digits and _ . : / = + - @ only, no whitespace); "
                 "--tag_keys sanitize replaces each with '_'")
+    meant = meant_column(name)
     if name.strip() != name:
-        return f"column {name!r} has leading or trailing whitespace"
+        if meant == name.strip():
+            which = "required " if meant in REQUIRED_COLUMNS else ""
+            return (f"column {name!r} has spaces around the {which}CBF column name {meant!r} (leading or "
+                    "trailing whitespace); trim the spaces from the column name")
+        return f"column {name!r} has leading or trailing whitespace" + (f"; did you mean {meant!r}?" if meant else "")
+    if meant:
+        return (f"column {name!r} is not a Common Bill Format column; did you mean {meant!r}? "
+                "(column names are case-sensitive)" if meant == name.lower() else
+                f"column {name!r} is not a Common Bill Format column; did you mean {meant!r}?")
     return f"column {name!r} is not a Common Bill Format column"
+
+
+def meant_column(name):
+    """The standard CBF column `name` most likely stands for, or None: the same name with spaces
+    around it, in other letter case, or with a small typo. A column that has one is never
+    worth leaving out, so the advice to drop unknown columns is not given for it."""
+    if name in _STANDARD_SET:
+        return None
+    candidate = name.strip().lower()
+    if candidate in _STANDARD_SET:
+        return candidate
+    close = difflib.get_close_matches(candidate, STANDARD_COLUMNS, n=1, cutoff=0.85)
+    return close[0] if close else None
 
 
 _DISALLOWED_TAG_CHARACTER = re.compile(r"[^A-Za-z0-9_.:/=+\-@]")

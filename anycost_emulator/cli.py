@@ -50,7 +50,8 @@ control endpoints (127.0.0.1 only, no API key):
     slow, drop_after_apply  the drop is applied, then the answer is late or lost
     ok                    no fault
 
-exit status: 0 when stopped by SIGTERM or Ctrl-C, 2 for a bad option or a missing API key.
+exit status: 0 when stopped by SIGTERM or Ctrl-C, 1 when the port cannot be listened on,
+2 for a bad option or a missing API key.
 
 example:
   CLOUDZERO_API_KEY=local-key python -m anycost_emulator --port 8787 \\
@@ -158,6 +159,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    try:
+        emulator.start()
+    except OSError as exc:  # the port is taken (another emulator?) or may not be bound
+        print(f"anycost emulator: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; "
+              "stop what uses it, or give another --port (0 picks a free one)", file=sys.stderr)
+        return 1
     with emulator:
         if args.port_file:
             _write_port_file(args.port_file, emulator.port)

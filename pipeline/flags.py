@@ -19,6 +19,7 @@ exit status:
   2  usage error: a flag is unknown, missing or wrong (one line says why)
   3  the input cannot be planned (no file matches, unknown column, unreadable file);
      nothing was read or sent
+  130  stopped by Ctrl-C: the report is written, and the same command sends the rest
 
 outputs: without --report_path / --dead_letter_path, the report and the rejected rows go to
   ./cloudzero-runs/<run id>/ on a local run (under --temp_location on Dataflow); the last
@@ -57,7 +58,7 @@ DEFAULT_TEXT = {
 def describe(parser):
     """Fill in missing help and show every default in --help."""
     for action in parser._actions:  # pylint: disable=protected-access
-        if not action.option_strings or action.dest in ("help", "wait"):
+        if not action.option_strings or action.dest in ("help", "wait", "version"):
             continue
         text = action.help or HELP.get(action.dest, "")
         default = action.default
@@ -113,17 +114,51 @@ JOB_SERVER_RUNNERS = {"PortableRunner", "FlinkRunner", "SparkRunner", "PrismRunn
 
 
 def refuse_unknown(beam_args, ours):
-    """Stop on a flag that neither the connector nor Beam knows, suggesting the closest name."""
+    """Stop on a flag that neither the connector nor Beam knows, suggesting the closest name,
+    and on a --runner Beam would not know."""
     parser = _beam_parser()
     known, unknown = parser.parse_known_args(beam_args)
+    problem = runner_problem(known.runner)
+    if problem:
+        raise FlagError(problem)
     if known.runner in JOB_SERVER_RUNNERS or not unknown:
         return
     first = unknown[0]
     if not first.startswith("-"):
         raise FlagError(f"unexpected argument {first!r}: each --input takes one pattern; quote a "
                          "glob (--input 'data/*.csv') or repeat --input")
-    name = first.partition("=")[0]
-    close = difflib.get_close_matches(name, sorted(set(ours) | set(option_names(parser))), n=1)
+    raise FlagError(_unknown_flag(first.partition("=")[0], set(ours) | set(option_names(parser))))
+
+
+def first_unknown_flag(argv, ours):
+    """The refusal of the first flag in `argv` that neither the connector nor Beam knows, or
+    None: asked when our own parser stops first (a misspelt --connection_id leaves the
+    required one missing), so the message names the misspelling instead."""
+    names = set(ours) | set(option_names(_beam_parser()))
+    for arg in argv:
+        name = arg.partition("=")[0]
+        if name.startswith("--") and name not in names:
+            return _unknown_flag(name, names)
+    return None
+
+
+def _unknown_flag(name, names):
+    close = difflib.get_close_matches(name, sorted(names), n=1)
     hint = f"; did you mean {close[0]}?" if close else ""
-    raise FlagError(f"unknown flag {name}{hint} (python -m pipeline --help lists the connector's "
-                     "flags; Beam's pipeline options are accepted too)")
+    return (f"unknown flag {name}{hint} (python -m pipeline --help lists the connector's "
+            "flags; Beam's pipeline options are accepted too)")
+
+
+def runner_problem(runner):
+    """Why Beam would not know `runner`, naming the closest runner, or None. Beam looks a name
+    up without regard to case and with or without "Runner"; a dotted name is a class it imports."""
+    from apache_beam.options.pipeline_options import StandardOptions
+    if runner is None or "." in runner:
+        return None
+    known = StandardOptions.KNOWN_RUNNER_NAMES
+    if {runner.lower(), runner.lower() + "runner"} & {name.lower() for name in known}:
+        return None
+    close = difflib.get_close_matches(runner, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return (f"--runner {runner} is not a Beam runner{hint} (known: {', '.join(known)}, "
+            "or the dotted name of a PipelineRunner class)")

@@ -2,11 +2,13 @@
 
 Exit status: 0 when every body was accepted and rejected rows are within the limit;
 1 when the run finished with failures; 2 for a usage error (one line saying why);
-3 when the input cannot be planned (no file matches, unknown column, unreadable file).
+3 when the input cannot be planned (no file matches, unknown column, unreadable file);
+130 when Ctrl-C stopped a local run (the report is written; a rerun sends the rest).
 Beam's own pipeline options go to Beam's PipelineOptions untouched, so it works as the
 `py_file` of Airflow's BeamRunPythonPipelineOperator; a flag neither knows is refused.
 """
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -14,18 +16,21 @@ import logging
 import os
 import re
 import secrets
+import signal
 import sys
+import threading
 from urllib.parse import urlsplit
 
-from anycost.delivery import api_key
+from anycost.delivery import api_key, stopping
 from anycost import cbf
-from anycost import config as run_config
+from anycost import config as run_config, version, words
 from anycost.inputs import files, sources
 from anycost.outcomes import report as run_report
 from pipeline import flags
 
 LOG = logging.getLogger("cloudzero")
 USAGE_ERROR, INPUT_ERROR = 2, 3
+STOPPED = 130  # what a shell reports for a command ended by Ctrl-C (128 + SIGINT)
 LOCAL_RUNNERS = {None, "DirectRunner", "direct", "FnApiRunner", "SwitchingDirectRunner"}
 
 
@@ -80,6 +85,7 @@ def build_parser():
         "--flag=value, and with hyphens: --dry-run, --report-path FILE."), allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=flags.EPILOG)
     add = parser.add_argument
+    add("--version", action="version", version=f"%(prog)s {version.VERSION}")
     add("--input", action="append", required=True, metavar="PATTERN",
         help="glob over any Beam filesystem (local, gs://); repeat for more")
     stream = parser.add_mutually_exclusive_group(required=True)
@@ -138,7 +144,14 @@ def parse(argv):
     """Our flags as a RunConfig, plus the flags for Beam; raises UsageError with one line."""
     parser = build_parser()
     ours = flags.option_names(parser)
-    args, beam_args = parser.parse_known_args(flags.with_underscores(argv, ours))
+    argv = flags.with_underscores(argv, ours)
+    try:
+        args, beam_args = parser.parse_known_args(argv)
+    except UsageError:
+        misspelt = flags.first_unknown_flag(argv, ours)
+        if misspelt:
+            raise UsageError(misspelt) from None
+        raise
     for flag in beam_args:
         if flag.split("=", 1)[0].lstrip("-").lower().replace("-", "_") in ("api_key", "apikey", "key"):
             raise UsageError("the API key is never a flag: put it in the variable --api_key_env names, "
@@ -274,13 +287,17 @@ def _shown(folder):
     return folder if relative.startswith("..") else os.path.join(".", relative)
 
 
-def _where_outputs_are(report, report_target, run_folder):
-    """The run's last line: where to look."""
+def _where_outputs_are(report, report_target, run_folder, config):
+    """The run's last line: where to look (for a dry run, first where the bodies are)."""
+    line = ""
+    if config.mode == run_config.DRY_RUN:
+        line = f"dry run, nothing sent: the bodies are in {_shown(config.output_dir.rstrip('/'))}/ " \
+               "(<connection>/<month>/<seq>.json); "
     written = [report_target, *report["dead_letter_files"]]
     if all(path.startswith(run_folder + "/") for path in written):
         names = ", ".join(path[len(run_folder) + 1:] for path in written)
-        return f"outputs: {_shown(run_folder)}/ ({names})"
-    line = f"report: {report_target}"
+        return line + f"outputs: {_shown(run_folder)}/ ({names})"
+    line += f"report: {report_target}"
     if report["dead_letter_files"]:
         line += "; rejected rows: " + ", ".join(report["dead_letter_files"])
     return line
@@ -288,7 +305,6 @@ def _where_outputs_are(report, report_target, run_folder):
 
 def run(argv=None):
     import apache_beam as beam
-    from apache_beam.io.filesystems import FileSystems
     from pipeline import graph
 
     config, beam_args, wait = parse(sys.argv[1:] if argv is None else argv)
@@ -308,6 +324,7 @@ def run(argv=None):
     splits = planned.splits
     config = dataclasses.replace(config, dropped_columns=planned.dropped_columns, input_warnings=planned.warnings)
     dead_letter, report_target, run_folder = _locations(config, options, local)
+    state_path_given = bool(config.state_path)
     config = _with_ledger(config, options, local)
     _log_labels(options)
     LOG.info("reading %d file(s) matched by %d pattern(s); report: %s; rejected rows: %s*; ledger: %s",
@@ -316,6 +333,12 @@ def run(argv=None):
 
     p = beam.Pipeline(runner=_runner(runner_name), options=options)
     graph.build(p, config, splits, dead_letter, report_target, log_report=not (local and wait))
+    with _stop_on_ctrl_c(local and wait):
+        return _run_and_report(p, config, wait, local, report_target, run_folder, state_path_given)
+
+
+def _run_and_report(p, config, wait, local, report_target, run_folder, state_path_given):
+    from apache_beam.io.filesystems import FileSystems
     try:
         result = p.run()
         if not wait:
@@ -336,8 +359,50 @@ def run(argv=None):
     if local:
         _remove_if_empty(run_folder)
     print(run_report.render(report), flush=True)
-    print(_where_outputs_are(report, report_target, run_folder), flush=True)
+    print(_where_outputs_are(report, report_target, run_folder, config), flush=True)
+    if stopping.requested():
+        print(_how_to_resume(report, config.state_path, state_path_given), file=sys.stderr, flush=True)
+        return STOPPED
     return run_report.exit_code(report)
+
+
+@contextlib.contextmanager
+def _stop_on_ctrl_c(enabled):
+    """On a local run, the first Ctrl-C asks the senders to stop after the request in flight,
+    so the job ends with its report; a second one ends the process at once (the ledger's
+    write-ahead records keep a rerun from sending anything twice)."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_ctrl_c(_signum, _frame):
+        if stopping.requested():
+            print("\nstopped at once: the report was not written. Rerun the same command with the same "
+                  "--state_path to send the rest; nothing is sent twice", file=sys.stderr, flush=True)
+            os._exit(STOPPED)
+        stopping.request()
+        print("\nCtrl-C: stopping after the request in flight, then writing the report "
+              "(press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    stopping.clear()
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        stopping.clear()  # the stop was this run's; a later one in this process starts afresh
+
+
+def _how_to_resume(report, state_path, state_path_given):
+    """The last line of a run stopped by Ctrl-C: what was left, and the command that sends it."""
+    left = report["bodies_not_sent"] + report["bodies_failed"]
+    line = (f"stopped by the user (Ctrl-C): {words.plural(left, 'body', 'bodies')} not sent. "
+            "To send the rest, run the same command again")
+    if not state_path:
+        return line
+    where = (f"with the same --state_path ({state_path})" if state_path_given
+             else f"from the same folder, so that it uses the same ledger ({state_path})")
+    return f"{line} {where}: bodies it records as delivered are skipped, so nothing is sent twice"
 
 
 def _run_watch(config, options, runner_name, local, wait):
@@ -368,7 +433,7 @@ def _run_watch(config, options, runner_name, local, wait):
                         "with --state_path, a restarted watcher sends nothing twice") from None
     report, text = watch.finish(config, results_dir, report_target)
     print(text, flush=True)
-    print(_where_outputs_are(report, report_target, run_folder), flush=True)
+    print(_where_outputs_are(report, report_target, run_folder, config), flush=True)
     return run_report.exit_code(report)
 
 

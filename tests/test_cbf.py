@@ -108,3 +108,20 @@ def test_limits():
     assert cbf.MAX_BODY_BYTES == 5_000_000
     assert cbf.MAX_ROWS_PER_STREAM_MONTH == 1_000_000
     assert cbf.MAX_BYTES_PER_STREAM_MONTH == 70_000_000
+
+
+@pytest.mark.parametrize("name, meant", [
+    (" cost/cost ", "cost/cost"), ("cost/cost ", "cost/cost"), ("Cost/Cost", "cost/cost"),
+    ("TIME/USAGE_START", "time/usage_start"), ("resource/ids", "resource/id"), (" Resource/Id", "resource/id"),
+    ("notes", None), ("cost", None), ("custom/column", None), ("cost/cost", None),
+])
+def test_a_near_miss_of_a_cbf_column_names_the_column_it_stands_for(name, meant):
+    assert cbf.meant_column(name) == meant
+    if meant:
+        assert f"{meant!r}" in cbf.column_problem(name)
+
+
+def test_spaces_around_a_required_column_say_to_trim_them():
+    problem = cbf.column_problem(" cost/cost ")
+    assert "spaces around the required CBF column name 'cost/cost'" in problem and "trim" in problem
+    assert "did you mean 'cost/cost'?" in cbf.column_problem("Cost/Cost")

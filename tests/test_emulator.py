@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -1208,3 +1209,16 @@ def test_the_rules_the_store_and_the_faults_need_no_http(module):
     forbidden = {"http.server", "socket", "socketserver",
                  "anycost_emulator.server", "anycost_emulator.emulator", "anycost_emulator.cli"}
     assert not imported & forbidden
+
+
+def test_cli_on_a_port_in_use_says_so_in_one_line_and_exits_non_zero():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "anycost_emulator", "--port", str(port)], cwd=PROJECT_ROOT,
+                                env={**os.environ, "CLOUDZERO_API_KEY": KEY, "PYTHONPATH": str(PROJECT_ROOT)},
+                                capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip() == (f"anycost emulator: cannot listen on 127.0.0.1:{port}: Address already in use; "
+                                     "stop what uses it, or give another --port (0 picks a free one)")

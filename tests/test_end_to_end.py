@@ -242,3 +242,35 @@ def test_bodies_are_byte_identical_across_runners(emulator, tmp_path):
         assert code == 0
         outputs.append({str(f.relative_to(out)): f.read_bytes() for f in sorted(out.glob("*/*/*.json"))})
     assert outputs[0] == outputs[1] == outputs[2] and len(outputs[0]) > 6
+
+
+def test_a_partly_delivered_month_reports_what_is_in_cloudzero_and_what_is_not(emulator, tmp_path, capsys):
+    from anycost_emulator.faults import FaultConfig
+    rows = [["c1", f"2024-08-{1 + i % 28:02d}T00:00:00Z", f"{i}.{i % 10}1", f"res-{i}", "item"] for i in range(60)]
+    write_csv(str(tmp_path / "in" / "month.csv"), HEADER, rows)
+    emulator.configure(faults=FaultConfig(forbid_after_drops=2))
+    code, report, printed = run_cli(["--input", str(tmp_path / "in" / "month.csv"), "--stream_column",
+                                     "connection_id", "--max_body_bytes", "1000"] + _common(emulator, tmp_path),
+                                    capsys)
+    assert code == 1
+    month = report["streams"]["c1"]["2024-08"]
+    held_rows, held_cost = emulator_totals(emulator)["c1"]["2024-08"]
+    assert month["delivered_part"]["bodies"] == 2 and month["delivered_part"]["rows"] == held_rows
+    assert Decimal(month["delivered_part"]["cost"]) == held_cost
+    assert month["undelivered_part"]["rows"] == 60 - held_rows
+    assert Decimal(month["undelivered_part"]["cost"]) == sum(Decimal(r[2]) for r in rows) - held_cost
+    lines = [line.split() for line in printed.splitlines() if line.startswith("c1 ")]
+    assert [line[2] for line in lines] == [str(held_rows), str(60 - held_rows)], printed
+    assert [Decimal(line[5]) for line in lines] == [held_cost, sum(Decimal(r[2]) for r in rows) - held_cost]
+    assert lines[0][6] == "delivered" and lines[1][6] == "failed:"
+
+
+def test_a_dry_run_names_the_folder_its_bodies_are_in_last(tmp_path, capsys):
+    write_csv(str(tmp_path / "in.csv"), ["time/usage_start", "cost/cost"], [["2024-08-01T00:00:00Z", "1.5"]])
+    code, _, _ = run_cli(["--input", str(tmp_path / "in.csv"), "--connection_id", "c1", "--dry_run",
+                          "--output_dir", str(tmp_path / "bodies"), f"--report_path={tmp_path}/r.json"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    last = printed.strip().splitlines()[-1]
+    assert last.startswith(f"dry run, nothing sent: the bodies are in {tmp_path / 'bodies'}/ "), last
+    assert os.path.exists(tmp_path / "bodies" / "c1" / "2024-08" / "00001.json")

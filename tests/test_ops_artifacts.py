@@ -210,11 +210,11 @@ def test_help_lists_the_environment_and_needs_none(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 def cli_flags():
-    """The long flags of the pipeline's parser (without --), except --help and --wait/--no-wait."""
+    """The long flags of the pipeline's parser (without --), except --help, --version and --wait/--no-wait."""
     names = {}
     for action in cli.build_parser()._actions:
         for option in action.option_strings:
-            if option.startswith("--") and option not in ("--help", "--wait", "--no-wait"):
+            if option.startswith("--") and option not in ("--help", "--version", "--wait", "--no-wait"):
                 names[option[2:]] = action
     return names
 

@@ -11,6 +11,7 @@ from hypothesis import given, settings, strategies as st
 from anycost import cbf
 from anycost.inputs import values
 from anycost.inputs.chunking import Chunk
+from anycost.bodies import packing
 from anycost.bodies.packing import cut_bodies, idempotency_key, plan_stream_month
 
 MONTH = "2024-08"
@@ -322,3 +323,12 @@ def test_plan_is_a_pure_function_of_its_input():
     assert len(first.bodies) > 3
     random.Random(1).shuffle(chunks)
     assert plan_stream_month("c", MONTH, chunks, "sum", 400) == first
+
+
+def test_body_cost_is_the_exact_sum_of_its_rows_costs_whatever_the_other_values_hold():
+    tag = '\\"cost/cost\\":\\"1000\\"'  # a value that spells the key, escaped as every body holds it
+    body = ('{"month":"2024-08","operation":"sum","data":[{"time/usage_start":"2024-08-01T00:00:00Z",'
+            f'"cost/cost":"0.1","resource/tag:note":"{tag}"}},'
+            '{"time/usage_start":"2024-08-01T00:00:00Z","cost/cost":"-2.000000000000000000001"}]}').encode()
+    assert json.loads(body)["data"][0]["resource/tag:note"] == '"cost/cost":"1000"'
+    assert packing.body_cost(body) == "-1.900000000000000000001"

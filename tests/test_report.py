@@ -61,7 +61,7 @@ def test_rejects_over_the_limit_block_everything():
     stats = (10, 1, 0)
     summaries = [summary("c1", "2024-08", 9)]
     reason = report.gate_reason(stats, summaries, CONFIG)
-    assert "1 rows were rejected, more than --max_rejected_rows 0" in reason and "nothing was posted" in reason
+    assert "1 row was rejected, more than --max_rejected_rows 0" in reason and "nothing was posted" in reason
     built = report.build(CONFIG, stats, summaries, [result("c1", "2024-08", 1, NOT_SENT, count=1)],
                          dead_letter_files=["gs://b/dead-00000.jsonl"])
     assert not built["ok"] and report.exit_code(built) == 1
@@ -155,3 +155,39 @@ def test_required_top_level_keys():
         assert key in built
     assert set(built["streams"]["c1"]["2024-08"]) >= {"rows", "bodies", "bytes", "status"}
 
+
+
+def test_a_partly_delivered_month_shows_its_delivered_and_undelivered_rows_and_cost_apart():
+    import dataclasses
+    summaries = [summary("c1", "2024-08", 10, cost="17.50", bodies=3)]
+    results = [result("c1", "2024-08", 1, DELIVERED, rows=4, count=3),
+               result("c1", "2024-08", 2, ALREADY_DELIVERED, rows=3, count=3),
+               dataclasses.replace(result("c1", "2024-08", 3, FAILED, rows=3, count=3, message="HTTP 403: no"),
+                                   cost="2.500000000000000000001")]
+    built = report.build(CONFIG, (10, 0, 0), summaries, results)
+    month = built["streams"]["c1"]["2024-08"]
+    assert month["status"] == "failed" and (month["rows"], month["cost"]) == (10, "17.50")
+    assert month["delivered_part"] == {"bodies": 2, "rows": 7, "bytes": 2000, "cost": "14.999999999999999999999"}
+    assert month["undelivered_part"] == {"bodies": 1, "rows": 3, "bytes": 1000, "cost": "2.500000000000000000001"}
+    lines = [line.split() for line in report.render(built).splitlines() if line.startswith("c1")]
+    assert [line[:6] for line in lines] == [["c1", "2024-08", "7", "2", "2,000", "14.999999999999999999999"],
+                                           ["c1", "2024-08", "3", "1", "1,000", "2.500000000000000000001"]]
+    assert "delivered" in lines[0][6] and lines[1][6:8] == ["failed:", "HTTP"]
+
+
+def test_a_month_with_nothing_delivered_keeps_one_line():
+    import dataclasses
+    results = [dataclasses.replace(result("c1", "2024-08", seq, NOT_SENT, message="held"), cost="1")
+               for seq in (1, 2)]
+    built = report.build(CONFIG, (10, 0, 0), [summary("c1", "2024-08", 10)], results)
+    month = built["streams"]["c1"]["2024-08"]
+    assert "delivered_part" not in month and "undelivered_part" not in month
+    assert len([line for line in report.render(built).splitlines() if line.startswith("c1")]) == 1
+
+
+def test_counts_of_one_are_singular():
+    from anycost import words
+    assert (words.plural(1, "row"), words.plural(2, "row"), words.plural(1000, "body", "bodies")) == (
+        "1 row", "2 rows", "1,000 bodies")
+    assert report.gate_reason((3, 1, 0), [], CONFIG).startswith("1 row was rejected, more than")
+    assert report.gate_reason((3, 2, 0), [], CONFIG).startswith("2 rows were rejected, more than")

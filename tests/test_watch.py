@@ -75,7 +75,7 @@ def test_a_file_over_the_reject_limit_is_held_back_whole_and_the_others_go_on(em
     month = emulator.totals()["c1"]["2024-09"]
     assert (month["rows"], month["cost"]) == (1, Decimal("10"))  # good.csv only
     (held,) = report["files_held"]
-    assert held.endswith("bad.csv") and "1 rows were rejected" in report["files_held"][held]
+    assert held.endswith("bad.csv") and "1 row was rejected" in report["files_held"][held]
     assert report["rows_rejected"] == 1 and report["blocked"] is None
     assert "bad.csv" in printed and "result: FAILED" in printed
     (dead_letter,) = report["dead_letter_files"]

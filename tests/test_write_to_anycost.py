@@ -275,3 +275,16 @@ def test_the_public_names():
     assert set(exported) >= {"WriteToAnyCost", "ReadCbf", "WriteToAnyCostResult"}
     assert WriteToAnyCost.__doc__.lstrip().startswith("Delivers") and "Args:" in WriteToAnyCost.__doc__
     assert "Example" in ReadCbf.__doc__
+
+
+def test_a_hold_on_rejected_rows_is_logged_once_in_the_beam_users_words(emu, tmp_path, caplog):
+    good, bad = mixed_rows()
+    caplog.set_level("WARNING")
+    out = run(good + bad[:1], tmp_path, stream_column="conn", api_url=emu.url)  # max_rejected_rows=0
+    assert out["delivered"] == [] and [r for r in emu.requests if r.method == "POST"] == []
+    holds = [r for r in caplog.records if r.levelname == "WARNING" and "nothing was posted" in r.getMessage()]
+    assert len(holds) == 1, [r.getMessage() for r in caplog.records]
+    message = holds[0].getMessage()
+    assert "more than max_rejected_rows=0" in message and "result.rejected" in message
+    assert message.startswith("WriteToAnyCost held back every body: 1 row")
+    assert "--max_rejected_rows" not in message

@@ -8,13 +8,28 @@
 Nothing is posted before the whole input is validated and planned: the sender waits for the
 gate, a singleton side input computed from every rejected row and every stream-month plan.
 """
+import logging
 import typing
 
 import apache_beam as beam
 
+from anycost import config as run_config
 from anycost.outcomes import report
 from transforms.plan import PlanDrops
 from transforms.sink import WriteBillingDrops
+
+
+LOG = logging.getLogger("cloudzero")
+
+
+def held_back(_, rejected_counts, plans, holds, settings):
+    """The gate's reason to post nothing, or None; a hold is logged, once per run, because a
+    pipeline whose every body is held back still ends normally and posts nothing."""
+    reason = report.hold_reason(sum(rejected_counts), plans, settings, holds)
+    if reason:
+        who = "WriteToAnyCost" if settings.face == run_config.API else "the run"
+        LOG.warning("%s held back every body: %s", who, reason)
+    return reason
 
 
 class WriteBoundedResult(typing.NamedTuple):
@@ -47,9 +62,7 @@ class WriteBounded(beam.PTransform):
         summaries = chunks | "PlanDrops" >> PlanDrops(settings.operation, settings.max_body_bytes)
         gate = (chunks.pipeline
                 | "GateSeed" >> beam.Create([None])
-                | "Gate" >> beam.Map(lambda _, counts, plans, reasons: report.hold_reason(sum(counts), plans, settings,
-                                                                                         reasons),
-                                     beam.pvalue.AsList(inputs["rejected_counts"]), beam.pvalue.AsList(summaries),
-                                     beam.pvalue.AsList(holds)))
+                | "Gate" >> beam.Map(held_back, beam.pvalue.AsList(inputs["rejected_counts"]),
+                                     beam.pvalue.AsList(summaries), beam.pvalue.AsList(holds), settings))
         results = chunks | "WriteBillingDrops" >> WriteBillingDrops(settings, gate)
         return WriteBoundedResult(results, summaries)

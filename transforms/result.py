@@ -17,7 +17,8 @@ class WriteToAnyCostResult(typing.NamedTuple):
         idempotency_key.
       failed: one record per body refused (`invalid`), failed for good (`failed`) or held
         back (`not_sent`), with the reason in `message`; and one per stream-month CloudZero's
-        limits refuse (`refused`, seq 0). Same fields as `delivered`.
+        limits refuse (`refused`, seq 0). Same fields as `delivered`, plus `cost`, the exact
+        total of the body's rows (None for a refused month).
       rejected: one record per rejected row: `{"reason": ..., "values": {column: text}}`;
         rows of a `CbfBatch` (from `ReadCbf`) also name their `file` and `row`.
       stream_months: bounded input only (else None): one `anycost.bodies.packing.StreamMonthPlan`

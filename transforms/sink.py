@@ -18,7 +18,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from anycost.delivery import api_key, changed_rows, lease
+from anycost.delivery import api_key, changed_rows, lease, stopping
 from anycost import config as run_config, delivery
 from anycost.inputs import normalise
 from anycost.bodies import packing
@@ -161,7 +161,9 @@ class SendConnections(beam.DoFn):
         client = AnyCostClient(config.api_url, self._key, config.connect_timeout, config.read_timeout,
                                config.test_namespace)
         try:
-            sender = delivery.sender_for(client, config, state=self._state, observer=self._tally)
+            # Not an interruptible sleep: the settle wait before reading the listing must run in full.
+            sender = delivery.sender_for(client, config, state=self._state, observer=self._tally,
+                                         should_stop=stopping.requested)
             if config.mode == run_config.VALIDATE_ONLY:
                 return sender.validate(bodies)
             if config.mode == run_config.VERIFY_ONLY:  # the months' totals only: no bodies built

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 from typing import Dict, List, NamedTuple, Optional
 
+from anycost import words
 from anycost.inputs import files, normalise, readers, sources
 from anycost.bodies import packing
 from anycost.config import RowSettings
@@ -70,7 +71,7 @@ def read_file(identity: FileIdentity, settings: RowSettings, max_rejected_rows) 
         read.held = f"{read.file_error}; the file was not sent"
         return read
     if len(read.rejects) > max_rejected_rows:
-        read.held = (f"{path}: {len(read.rejects)} rows were rejected, more than max_rejected_rows "
+        read.held = (f"{path}: {words.plural(len(read.rejects), 'row')} {'was' if len(read.rejects) == 1 else 'were'} rejected, more than max_rejected_rows "
                      f"{max_rejected_rows}; nothing of this file was sent. Fix the rows in the dead-letter "
                      "file and write the file again")
     return read

@@ -9,6 +9,7 @@ No Beam, no HTTP.
 """
 import dataclasses
 import hashlib
+import re
 from typing import List, Optional
 
 import numpy as np
@@ -153,6 +154,18 @@ def plan_stream_month(connection_id, month, chunks, operation, max_body_bytes,
         bodies.append(PlannedBody(connection_id, month, operation, seq, len(spans), end - start, body,
                                   idempotency_key(connection_id, month, operation, seq, body)))
     return dataclasses.replace(plan, bodies=bodies)
+
+
+# A row's cost as the packer writes it. Inside a JSON string every quote is escaped, so the
+# unescaped `"cost/cost":"` can only be the key itself.
+_ROW_COST = re.compile(rb'"%s":"([^"]*)"' % re.escape(cbf.COST.encode()))
+
+
+def body_cost(body):
+    """The exact total cost of a body's rows, as plain text (`15.00`), read from its bytes:
+    for the bodies a run could not deliver, so a report can tell a month's delivered cost
+    from the rest without keeping a cost per body."""
+    return values.decimal_text(values.exact_sum(cost.decode() for cost in _ROW_COST.findall(body)))
 
 
 def canonical_order(rows, lengths):

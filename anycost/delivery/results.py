@@ -6,6 +6,8 @@ read these, so a status means the same everywhere.
 import dataclasses
 from typing import Optional, Tuple
 
+from anycost.bodies import packing
+
 DELIVERED = "delivered"
 ALREADY_DELIVERED = "already_delivered"
 FAILED = "failed"
@@ -31,9 +33,17 @@ class BodyResult:
     idempotency_key: str = ""  # the key of the last attempt
     generation: int = 0  # its key generation
     key_moves: Tuple[str, ...] = ()  # why the body moved to a new key, once per move
+    cost: Optional[str] = None  # the rows' exact total cost; known for bodies not delivered (COSTED)
+
+
+# Bodies that did not reach CloudZero carry their cost, so that a partly delivered month's
+# report can show what is in CloudZero and what is not (only those bodies are read for it).
+COSTED = frozenset({FAILED, NOT_SENT, INVALID})
 
 
 def result_for(body, status, **details):
     details.setdefault("idempotency_key", body.idempotency_key)
+    if status in COSTED and "cost" not in details:
+        details["cost"] = packing.body_cost(body.body)
     return BodyResult(body.connection_id, body.month, body.seq, body.count, body.row_count,
                       body.byte_count, status, **details)

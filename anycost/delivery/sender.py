@@ -23,7 +23,8 @@ from anycost.config import setting_on
 from anycost.delivery.results import (ALREADY_DELIVERED, DELIVERED, FAILED, INVALID, NOT_SENT, REFUSED, VALID,
                                       BodyResult, result_for)
 from anycost.delivery import lease as leases, reconcile
-from anycost.delivery.retry import KeyGeneration, Outcome, RetryPolicy, moves_key
+from anycost.delivery.retry import Decision, KeyGeneration, Outcome, RetryPolicy, moves_key
+from anycost.delivery.stopping import STOPPED_BY_USER
 
 LOG = logging.getLogger("cloudzero.delivery")
 
@@ -109,8 +110,9 @@ class ConnectionSender:
     def __init__(self, client, policy: RetryPolicy, state=None, observer=None,
                  sleep=time.sleep, clock=time.monotonic, rng=None, wall_clock=time.time,
                  lease_wait_seconds=leases.DEFAULT_WAIT_SECONDS, lease_seconds=leases.LEASE_SECONDS,
-                 settle_seconds=30.0, read_listing=True):
+                 settle_seconds=30.0, read_listing=True, should_stop=None):
         self._client = client
+        self._should_stop = should_stop or (lambda: False)  # checked between bodies (Ctrl-C)
         self._policy = policy
         self._state = state
         self._observer = observer or Observer()
@@ -176,6 +178,8 @@ class ConnectionSender:
             elif keeper is not None and keeper.lost:
                 failure = "this run lost the connection's lease to another run, so it stopped sending"
                 results.append(result_for(body, NOT_SENT, message=f"not sent: {failure}"))
+            elif self._should_stop():
+                results.append(result_for(body, NOT_SENT, message=STOPPED_BY_USER))
             else:
                 if self._state:
                     self._note_drops_seen(body.connection_id)
@@ -232,6 +236,9 @@ class ConnectionSender:
         """Ask the validate endpoint about each body; nothing is stored by CloudZero."""
         results = []
         for body in _in_order(bodies):
+            if self._should_stop():
+                results.append(result_for(body, NOT_SENT, message=STOPPED_BY_USER))
+                continue
             outcome, attempts, reason = self._with_retries(body, lambda: self._client.validate_drop(body.body))
             if not outcome.ok:
                 results.append(result_for(body, FAILED, attempts=attempts, message=reason))
@@ -320,6 +327,9 @@ class ConnectionSender:
                         else "with the same idempotency key")
             generation = following
             self._sleep(decision.delay)
+            if self._should_stop():  # a stop during the wait ends the body as if it had run out of time
+                decision = Decision(False, reason=f"stopped by the user while waiting to retry: {decision.reason}")
+                break
         details = dict(attempts=attempt, idempotency_key=key, generation=generation.number,
                        key_moves=tuple(moves))
         if not outcome.ok:

@@ -115,8 +115,8 @@ def header_problems(info: FileInfo, stream_column=None, settings=None):
             and (problems or cbf.USAGE_START not in plan.targets.values())):
         problems.append(f"{info.path}: the header looks like a FOCUS export (ChargePeriodStart, BilledCost, ...); "
                         "add --input_format focus")
-    elif (settings.input_format == sources.CBF and info.columns and cbf.USAGE_START not in seen
-          and cbf.COST not in seen and problems):
+    elif (settings.input_format == sources.CBF and info.columns and problems
+          and not {cbf.USAGE_START, cbf.COST} & {cbf.meant_column(name) or name for name in seen}):
         problems.append(f"{info.path}: the first line does not look like a CBF header; is the header missing?")
     return problems
 

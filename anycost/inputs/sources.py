@@ -102,7 +102,7 @@ def _column_problem(target, settings):
     if settings.unknown_columns == "drop":
         return "drop"
     problem = cbf.column_problem(target)
-    if not cbf.is_tag_column(target):
+    if not cbf.is_tag_column(target) and cbf.meant_column(target) is None:
         problem += "; --unknown_columns drop leaves such columns out"
     return problem
 

@@ -7,11 +7,13 @@ No Beam, no HTTP.
 """
 import collections
 
-from anycost import config as run_config, delivery
-from anycost.inputs import normalise
+from anycost import config as run_config, delivery, words
+from anycost.delivery.results import COSTED
+from anycost.inputs import normalise, values
 from anycost.outcomes import notices
 
 GOOD_MONTH_STATUSES = {"delivered", "dry_run", "valid", "verified"}
+IN_CLOUDZERO = frozenset({delivery.DELIVERED, delivery.ALREADY_DELIVERED})
 
 
 def gate_reason(stats, summaries, config):
@@ -33,7 +35,7 @@ def hold_reason(rows_rejected, summaries, settings, holds=()):
         return "; ".join(sorted(holds))
     if rows_rejected > settings.max_rejected_rows:
         where = "the dead-letter files" if settings.face == run_config.CLI else "result.rejected"
-        return (f"{rows_rejected} rows were rejected, more than "
+        return (f"{words.plural(rows_rejected, 'row')} {'was' if rows_rejected == 1 else 'were'} rejected, more than "
                 f"{run_config.setting_value('max_rejected_rows', settings.max_rejected_rows, settings.face)}; "
                 f"nothing was posted. Fix the rows in {where} and run again")
     refused = sorted((s for s in summaries if s.refused), key=lambda s: (s.connection_id, s.month))
@@ -85,6 +87,8 @@ def build(config, stats, summaries, results, dead_letter_files=(), file_errors=(
     for result in sorted(results, key=lambda r: (r.connection_id, r.month, r.seq)):
         entry = streams[result.connection_id][result.month]
         entry["counts"][result.status] += 1
+        if result.status in COSTED:
+            entry.setdefault("undelivered", []).append(result)
         if result.drop_id:
             entry["drop_ids"].append(result.drop_id)
         if result.message and result.message not in entry["messages"] and result.status != delivery.ALREADY_DELIVERED:
@@ -100,6 +104,7 @@ def build(config, stats, summaries, results, dead_letter_files=(), file_errors=(
     for months in streams.values():
         for entry in months.values():
             entry["status"] = _month_status(entry, gate)
+            _split_partly_delivered(entry)
             if entry["refused"]:
                 entry["messages"].insert(0, entry["refused"])
             entry["counts"] = dict(entry["counts"])
@@ -137,6 +142,22 @@ def build(config, stats, summaries, results, dead_letter_files=(), file_errors=(
     return report
 
 
+def _split_partly_delivered(entry):
+    """A month that is partly in CloudZero gets `delivered_part` and `undelivered_part`
+    (bodies, rows, bytes, exact cost), so nobody re-sends the whole month to fix the rest.
+    The delivered part is the month less what was not delivered: the two add up exactly."""
+    undelivered = entry.pop("undelivered", [])
+    delivered_bodies = sum(entry["counts"].get(status, 0) for status in IN_CLOUDZERO)
+    if not (undelivered and delivered_bodies) or any(r.cost is None for r in undelivered):
+        return
+    rows, size = sum(r.rows for r in undelivered), sum(r.bytes for r in undelivered)
+    cost = values.exact_sum(r.cost for r in undelivered)
+    entry["undelivered_part"] = {"bodies": len(undelivered), "rows": rows, "bytes": size,
+                                 "cost": values.decimal_text(cost)}
+    entry["delivered_part"] = {"bodies": delivered_bodies, "rows": entry["rows"] - rows, "bytes": entry["bytes"] - size,
+                               "cost": values.decimal_text(values.exact_sum([entry["cost"], -cost]))}
+
+
 def _month_check(config):
     """Whether `sum` months were checked against the rows CloudZero already holds."""
     if config.mode != run_config.SEND or config.operation != "sum":
@@ -164,6 +185,10 @@ def _reasons(reasons):
     return lines
 
 
+def _table_row(conn, month, part, result):
+    return (conn, month, f"{part['rows']:,}", f"{part['bodies']:,}", f"{part['bytes']:,}", part["cost"], result)
+
+
 def render(report):
     """The report as a table a person reads at the end of the run."""
     lines = [f"CloudZero AnyCost Stream: {report['mode']}, operation {report['operation']}"]
@@ -178,8 +203,11 @@ def render(report):
                            f"expected {check['expected_rows']}, {check['expected_cost']})")
             if entry["messages"] and entry["status"] not in GOOD_MONTH_STATUSES:
                 result += ": " + entry["messages"][0]
-            table.append((conn, month, f"{entry['rows']:,}", f"{entry['bodies']:,}",
-                          f"{entry['bytes']:,}", entry["cost"], result))
+            if "delivered_part" in entry:  # one line for what is in CloudZero, one for the rest
+                table.append(_table_row(conn, month, entry["delivered_part"], "delivered (this part is in CloudZero)"))
+                table.append(_table_row(conn, month, entry["undelivered_part"], result))
+            else:
+                table.append(_table_row(conn, month, entry, result))
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     for row in table:
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
