@@ -1,5 +1,5 @@
-"""`python -m pipeline` on Dataflow, batch and `--watch`, as `run_dataflow.sh` launches it,
-built offline by DataflowRunner's dry run.
+"""`python -m pipeline` on Dataflow, batch and `--watch`, as `run_dataflow.sh` launches it
+(and as the Flex Template launcher does), built offline by DataflowRunner's dry run.
 
 The connector's own `--dry_run` flag (write bodies to --output_dir) shadows Beam's test option
 of the same name: the command line takes `--dry_run` for itself, so Beam never sees it (the
@@ -108,3 +108,15 @@ def test_watch_builds_a_streaming_dataflow_job(dataflow_dry_run, bills, tmp_path
     assert {"Watch", "Watch/Poll"} <= job.names
     classes = workers_load(job, tmp_path)
     assert {"transforms.watch.DiscoverAndRead", "transforms.watch.SendFiles"} <= classes
+
+
+def test_a_flex_template_launch_builds_the_job_on_dataflow_and_does_not_wait(dataflow_dry_run, bills, monkeypatch):
+    """The launcher image runs pipeline/__main__.py with the template's parameters and no
+    --runner; the command line must pick Dataflow and return once the job is submitted."""
+    monkeypatch.setenv("FLEX_TEMPLATE_PYTHON_PY_FILE", str(REPO / "pipeline" / "__main__.py"))
+    code = main.main([f"--input={bills}", "--connection_id=billing-export", f"--api_key_secret={SECRET}",
+                      *GOOGLE_CLOUD, f"--setup_file={REPO / 'setup.py'}", "--no_auth"])
+
+    assert code == 0
+    (runner,) = dataflow_dry_run
+    assert {"ReadCbf", "WriteToAnyCost", "Report"} <= BuiltJob(runner).names
