@@ -5,7 +5,12 @@ import tempfile
 
 import pytest
 
-from tests_dataflow.dry_run import API_KEY_STAND_IN
+try:
+    from apache_beam.runners.dataflow.internal import apiclient  # noqa: F401  # only with apache-beam[gcp]
+except ImportError as missing:
+    raise ImportError("tests_dataflow/ needs the gcp extra: run ./scripts/dataflow_check.sh") from missing
+
+from tests_dataflow.dry_run import API_KEY_STAND_IN  # noqa: E402
 
 LOCAL_HOSTS = {None, "", "localhost", "127.0.0.1", "::1"}
 
