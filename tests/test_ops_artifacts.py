@@ -429,12 +429,28 @@ def test_local_dag_runs_the_pipeline_with_the_project_python_and_checks_the_repo
 
 def test_ci_runs_the_airflow_check_between_the_suite_and_the_local_run():
     lines = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line.startswith("./")]
-    assert lines == ["./run_tests.sh", "./scripts/airflow_check.sh", "./run_local.sh"]
+    assert lines == ["./run_tests.sh", "./scripts/dataflow_check.sh", "./scripts/airflow_check.sh", "./run_local.sh"]
     text = AIRFLOW_CHECK.read_text()
     assert os.access(AIRFLOW_CHECK, os.X_OK) and "set -euo pipefail" in text
     for pinned in ("apache-airflow==3.", "apache-airflow-providers-apache-beam==", "apache-airflow-providers-google=="):
         assert pinned in text, pinned
     assert ".venv-airflow" in (REPO / ".gitignore").read_text()
+
+
+def test_the_dataflow_check_runs_its_own_tests_in_its_own_virtualenv():
+    """tests_dataflow/ needs the gcp extra; the main suite must not: neither collects the other."""
+    check = REPO / "scripts" / "dataflow_check.sh"
+    text = check.read_text()
+    assert os.access(check, os.X_OK) and "set -euo pipefail" in text
+    assert '-e ".[gcp,test]"' in text and "tests_dataflow" in text
+    assert ".venv-gcp/" in (REPO / ".gitignore").read_text().splitlines()
+    assert (REPO / "run_tests.sh").read_text().rstrip().endswith(" tests")
+    for path in (REPO / "tests").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not [n for n in names if n.startswith(("google", "apache_beam.runners.dataflow",
+                                                            "tests_dataflow"))], (path.name, names)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Dataflow job-graph tests: run only in .venv-gcp (scripts/dataflow_check.sh), never by tests/."""
