@@ -107,3 +107,8 @@ def test_not_applied_makes_the_rerun_take_the_next_key(tmp_path, capsys):
     assert resolve.main(["--state_path", str(tmp_path), "--connection_id", "conn", "--body", "nope",
                          "--not_applied"]) == 2
     assert "holds no body nope" in capsys.readouterr().err
+
+
+def test_one_of_a_thing_is_said_in_the_singular():
+    verdict = reconcile.decide(body(rows=1), LISTED + [drop("x", 1), drop("y", 1)], {"old-1", "old-2"}, {"mine-1"})
+    assert "(1 row)" in verdict.reason and "1 rows" not in verdict.reason

@@ -8,6 +8,7 @@ same month that this run does not reproduce is refused before anything of it is 
 file for a month already holding others (a daily export) shares no file, and is added as usual.
 """
 from anycost.config import setting_value
+from anycost.words import plural
 
 
 def refusal(month, bodies, files, delivered_records, face):
@@ -26,7 +27,7 @@ def refusal(month, bodies, files, delivered_records, face):
         return None  # nothing of this run would be sent
     rows = sum(int(r.get("rows") or 0) for r in stale)
     shared = sorted(files & {f for r in stale for f in r.get("files") or ()})
-    return (f"{len(stale)} bodies of {month} ({rows:,} rows) from {', '.join(shared[:3])}"
+    return (f"{plural(len(stale), 'body', 'bodies')} of {month} ({plural(rows, 'row')}) from {', '.join(shared[:3])}"
             f"{'' if len(shared) <= 3 else f' and {len(shared) - 3} more files'} were delivered with sum by an "
             "earlier run on this ledger, and this run's rows of those files differ (a fixed rejected row, or a "
             "changed file); sending them with sum would add the earlier rows again. Nothing of this month was "

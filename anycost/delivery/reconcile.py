@@ -18,6 +18,7 @@ month and row count) settles it:
 """
 import dataclasses
 from typing import Iterable, Optional
+from anycost.words import plural
 
 APPLIED, NOT_APPLIED, UNDECIDED = "applied", "not_applied", "undecided"
 
@@ -43,7 +44,7 @@ def decide(body, listed, seen, delivered_ids, bodies_in_doubt=1, unidentified_de
     drop can be told apart). `delivered_ids`: drop ids of the bodies the ledger records as
     delivered; `unidentified_deliveries` of them had no drop id in CloudZero's answer.
     `bodies_in_doubt`: how many bodies of the connection are in doubt, this one included."""
-    what = f"{body.describe()} ({body.row_count:,} rows) was in doubt: an attempt under its key may have been applied"
+    what = f"{body.describe()} ({plural(body.row_count, 'row')}) was in doubt: an attempt under its key may have been applied"
     if seen is None:
         return Verdict(UNDECIDED, reason=(
             f"{what}, and the ledger holds no listing of the drops made before it, so CloudZero's listing "
@@ -61,12 +62,12 @@ def decide(body, listed, seen, delivered_ids, bodies_in_doubt=1, unidentified_de
             and _rows(extra[0]) == body.row_count:
         drop_id = str(extra[0].get("drop_id"))
         return Verdict(APPLIED, drop_id=drop_id, reason=(
-            f"{what}; CloudZero lists drop {drop_id} of {body.month} with its {body.row_count:,} rows, which "
+            f"{what}; CloudZero lists drop {drop_id} of {body.month} with its {plural(body.row_count, 'row')}, which "
             "no other body of the ledger made, so it was applied"))
-    listing = ", ".join(f"{d.get('drop_id')} ({_rows(d):,} rows)" for d in extra[:10])
+    listing = ", ".join(f"{d.get('drop_id')} ({plural(_rows(d), 'row')})" for d in extra[:10])
     return Verdict(UNDECIDED, reason=(
         f"{what}; CloudZero lists drops of {body.month} that the ledger does not account for: {listing}"
-        f"{'' if len(extra) <= 10 else f' and {len(extra) - 10} more'}, with {bodies_in_doubt} bodies in "
+        f"{'' if len(extra) <= 10 else f' and {len(extra) - 10} more'}, with {plural(bodies_in_doubt, 'body', 'bodies')} in "
         "doubt, so which of them it made cannot be told"))
 
 

@@ -14,6 +14,7 @@ import random
 from typing import Any, Optional, Tuple
 
 from anycost.config import CLI, setting_value
+from anycost.words import plural
 
 NEVER_RETRY = frozenset({400, 401, 403, 404, 413})
 
@@ -94,14 +95,14 @@ class RetryPolicy:
         if not self.is_retryable(outcome):
             return Decision(False, reason=explain(outcome, read_only))
         if attempt >= self.max_attempts:
-            return Decision(False, reason=(f"gave up after {attempt} attempts in {elapsed:.0f} s "
+            return Decision(False, reason=(f"gave up after {plural(attempt, 'attempt')} in {elapsed:.0f} s "
                                            f"({setting_value('max_attempts', self.max_attempts, self.face)}): "
                                            f"{explain(outcome, read_only)}"))
         delay = parse_retry_after(outcome.retry_after, now)
         if delay is None:
             delay = rng.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)))
         if elapsed + delay + self.attempt_seconds > self.max_total_seconds:
-            return Decision(False, reason=(f"gave up after {attempt} attempts in {elapsed:.0f} s "
+            return Decision(False, reason=(f"gave up after {plural(attempt, 'attempt')} in {elapsed:.0f} s "
                                            f"(another would pass "
                                            f"{setting_value('max_retry_seconds', f'{self.max_total_seconds:g}', self.face)}): "
                                            f"{explain(outcome, read_only)}"))

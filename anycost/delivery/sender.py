@@ -25,6 +25,7 @@ from anycost.delivery.results import (ALREADY_DELIVERED, DELIVERED, FAILED, INVA
 from anycost.delivery import lease as leases, reconcile
 from anycost.delivery.retry import Decision, KeyGeneration, Outcome, RetryPolicy, moves_key
 from anycost.delivery.stopping import STOPPED_BY_USER
+from anycost.words import plural
 
 LOG = logging.getLogger("cloudzero.delivery")
 
@@ -66,7 +67,7 @@ def _undecided_advice(body, state_path):
     command = (f"python -m pipeline.resolve --state_path {state_path} --connection_id {body.connection_id} "
                f"--body {body.idempotency_key}")
     return (f". Check the drops of {body.month} in CloudZero (GET .../{body.connection_id}/billing_drops). If one "
-            f"of them is this body's {body.row_count:,} rows, record it: `{command} --applied DROP_ID`; if none "
+            f"of them is this body's {plural(body.row_count, 'row')}, record it: `{command} --applied DROP_ID`; if none "
             f"is, record that: `{command} --not_applied`. Then run this command again: it finishes the job")
 
 
