@@ -14,8 +14,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from anycost.delivery import lease as leases
 from anycost_emulator import Emulator, FaultConfig
 from tests.support import PINNED_RUNNER, TEST_KEY, emulator_totals, expected_totals, write_csv
@@ -69,7 +67,6 @@ def test_two_runs_at_once_on_one_ledger_send_each_connection_once(tmp_path):
         reports = [json.load(open(tmp_path / name / "report.json")) for name in ("a", "b")]
         planned = reports[0]["bodies_planned"]
         assert emu.applied_drops == planned  # each body once, between them
-        assert sorted(r["bodies_sent"] for r in reports) != [0, 0]
         assert reports[0]["bodies_sent"] + reports[1]["bodies_sent"] == planned
         assert "waiting for another run" in log_a + log_b
 
@@ -132,12 +129,11 @@ def test_a_live_lease_past_the_wait_ends_the_run_naming_the_holder_and_sends_not
         assert emu.post_count == 0
 
 
-@pytest.mark.parametrize("forbid_after", [2])
-def test_after_a_cached_403_a_rerun_with_the_same_ledger_delivers(tmp_path, forbid_after):
+def test_after_a_cached_403_a_rerun_with_the_same_ledger_delivers(tmp_path):
     """Issue 17.3: CloudZero caches the 403 for the key; the rerun must take the next key."""
     path, expected = _input(tmp_path, connections=1, rows=120)
     state = str(tmp_path / "state")
-    with Emulator(api_key=TEST_KEY, faults=FaultConfig(forbid_after_drops=forbid_after)) as emu:
+    with Emulator(api_key=TEST_KEY, faults=FaultConfig(forbid_after_drops=2)) as emu:
         code, log = _finish(_start(emu, path, state, str(tmp_path / "first")))
         assert code == 1 and "billing-drop scope" in log
         emu.configure(faults=FaultConfig())  # the key is fixed; CloudZero keeps its cached 403s

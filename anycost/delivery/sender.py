@@ -31,8 +31,8 @@ LOG = logging.getLogger("cloudzero.delivery")
 
 def rows_held(payload) -> Dict[str, int]:
     """Rows CloudZero holds per month, from the answer to `GET .../billing_drops`."""
-    drops = (payload or {}).get("billing_drops") if isinstance(payload, dict) else None
-    if not isinstance(drops, list):
+    drops = _drops(payload)
+    if drops is None:
         raise ValueError("the answer has no billing_drops list")
     held = {}
     for drop in drops:
@@ -44,7 +44,9 @@ def rows_held(payload) -> Dict[str, int]:
 def _drops(payload):
     """The drops of a `GET .../billing_drops` answer, or None when it has no list."""
     drops = payload.get("billing_drops") if isinstance(payload, dict) else None
-    return [d for d in drops if isinstance(d, dict)] if isinstance(drops, list) else None
+    if not isinstance(drops, list) or not all(isinstance(d, dict) for d in drops):
+        return None  # not the documented shape: nothing can be counted from it
+    return drops
 
 
 def month_limit_refusal(month, held, adding, limit=cbf.MAX_ROWS_PER_STREAM_MONTH):
