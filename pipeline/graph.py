@@ -19,7 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 from anycost.inputs import dead_letter
 from anycost.outcomes import report as run_report
 from transforms.read import ReadCbf
-from transforms.reasons import CountRejectReasons
+from transforms.reasons import _CountRejectReasons
 from transforms.write import WriteToAnyCost
 
 LOG = logging.getLogger("cloudzero")
@@ -67,7 +67,7 @@ def build(p, config, splits, dead_letter_prefix, report_target, log_report=True)
     lines = written.rejected | "DeadLetterLines" >> beam.Map(dead_letter.dumps_reject)
     dead_letters = lines | "WriteDeadLetter" >> beam.io.WriteToText(
         dead_letter_prefix, file_name_suffix=".jsonl", skip_if_empty=True)
-    reasons = lines | "CountRejectReasons" >> CountRejectReasons()
+    reasons = lines | "CountRejectReasons" >> _CountRejectReasons()
     file_errors = batches | "FileErrors" >> beam.FlatMap(lambda b: [b.file_error] if b.file_error else [])
     rows_read = (batches | "RowsRead" >> beam.Map(lambda b: b.rows_read)
                  | "SumRowsRead" >> beam.CombineGlobally(sum))

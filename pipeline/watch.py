@@ -1,6 +1,6 @@
 """`python -m pipeline --watch`: run the watching job, then build the usual report.
 
-The job (`transforms.watch.WatchAndSend`) writes one small record per file found and per
+The job (`transforms.watch._WatchAndSend`) writes one small record per file found and per
 file and connection sent, under a folder next to the report. When the job ends (at
 `--watch_timeout`, or when a local run is interrupted), the report is built from those
 records, so it reads like a batch run's: rows, bodies and results per stream and month.
@@ -15,7 +15,7 @@ from anycost import delivery
 from anycost.bodies import packing
 from anycost.inputs import values
 from anycost.outcomes import report as run_report
-from transforms.watch import FILES_DIR, UNITS_DIR, WatchAndSend
+from transforms.watch import FILES_DIR, UNITS_DIR, _WatchAndSend
 
 LOG = logging.getLogger("cloudzero")
 
@@ -76,7 +76,7 @@ def build_report(config, results_dir):
 
 def build(p, config, dead_letter_prefix, results_dir):
     """Add the watching job to pipeline `p`."""
-    return p | "Watch" >> WatchAndSend(config, dead_letter_prefix, results_dir)
+    return p | "Watch" >> _WatchAndSend(config, dead_letter_prefix, results_dir)
 
 
 def finish(config, results_dir, report_target):

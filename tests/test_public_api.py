@@ -2,7 +2,10 @@
 on 127.0.0.1, schema'd rows with `column_map`, constants, `display_data`, and the words
 messages use for each face (Beam API or command line)."""
 import gzip
+import importlib
+import inspect
 import json
+import pkgutil
 import random
 import typing
 from decimal import Decimal
@@ -201,11 +204,16 @@ def test_the_public_surface_is_what_all_names():
     assert set(exported) == {"WriteToAnyCost", "WriteToAnyCostResult", "ReadCbf", "CbfBatch", "AggregateHourly",
                              "Operation", "InputFormat"}
     assert all(hasattr(transforms, name) for name in exported)
-    for module in ("read", "write"):
-        public = [name for name in vars(getattr(transforms, module))
-                  if isinstance(getattr(getattr(transforms, module), name), type)
-                  and getattr(getattr(transforms, module), name).__module__ == f"transforms.{module}"]
-        assert set(public) <= set(exported) | {"_ReadSplit", "_NormaliseRows"}, public
+    for module in _transforms_modules():
+        defined = [name for name, value in vars(module).items()
+                   if (inspect.isclass(value) or inspect.isfunction(value)) and value.__module__ == module.__name__]
+        assert [name for name in defined if not name.startswith("_") and name not in exported] == [], module.__name__
+
+
+def _transforms_modules():
+    """Every module of the `transforms` package, imported."""
+    import transforms
+    return [importlib.import_module(f"transforms.{info.name}") for info in pkgutil.iter_modules(transforms.__path__)]
 
 
 @pytest.mark.parametrize("face, expected", [

@@ -137,8 +137,8 @@ def test_the_sink_cannot_be_pickled_with_the_key(key):
     import pickle
     from apache_beam.internal import pickler
     from anycost.config import RunConfig
-    from transforms.sink import SendConnections
-    sink = SendConnections(RunConfig(inputs=("x",), connection_id="c"))
+    from transforms.sink import _SendConnections
+    sink = _SendConnections(RunConfig(inputs=("x",), connection_id="c"))
     assert TEST_KEY.encode() not in pickler.dumps(sink)  # what the runner ships to workers
     sink.setup()
     try:

@@ -18,7 +18,7 @@ from anycost import config
 from anycost.inputs import hourly
 from anycost_emulator import Emulator
 from transforms import AggregateHourly, WriteToAnyCost
-from transforms.streaming import WriteStreaming
+from transforms.streaming import _WriteStreaming
 
 KEY_ENV = "STREAMING_TEST_KEY"
 KEY = "streaming-key-81f3"
@@ -66,7 +66,7 @@ def emulator(monkeypatch):
 
 
 def run(write):
-    """The stream into `write` (a WriteToAnyCost, or a WriteStreaming with a test hook)."""
+    """The stream into `write` (a WriteToAnyCost, or a _WriteStreaming with a test hook)."""
     options = PipelineOptions(["--runner=BundleBasedDirectRunner", "--streaming"])
     with beam.Pipeline(options=options) as p:
         result = p | the_stream() | write
@@ -158,7 +158,7 @@ class FailOnceAfterPost:
 @pytest.mark.parametrize("ledger", [False, True], ids=["idempotency-key", "ledger"])
 def test_a_replayed_bundle_counts_nothing_twice(emulator, tmp_path, ledger):
     marker = tmp_path / "failed-once"
-    write = WriteStreaming(settings(emulator, "sum", state_path=str(tmp_path / "state") if ledger else None),
+    write = _WriteStreaming(settings(emulator, "sum", state_path=str(tmp_path / "state") if ledger else None),
                            after_send=FailOnceAfterPost(str(marker), "c1"))
     out = run(write)
     assert marker.exists()  # the failure did happen, and the bundle ran again

@@ -34,7 +34,7 @@ def test_read_cbf_into_write_to_anycost_builds_a_dataflow_job(bills, tmp_path):
     assert job.job.proto.type_.name == "JOB_TYPE_BATCH"
     assert {"ReadCbf", "WriteToAnyCost", "WriteToAnyCost/Write", "RejectedAsText"} <= job.names
     assert {"transforms.read._ReadSplit", "transforms.write._NormaliseRows",
-            "transforms.sink.SendConnections"} <= workers_load(job, tmp_path)
+            "transforms.sink._SendConnections"} <= workers_load(job, tmp_path)
 
 
 def test_pubsub_aggregate_hourly_replace_hourly_builds_a_streaming_dataflow_job(tmp_path):
@@ -57,4 +57,4 @@ def test_pubsub_aggregate_hourly_replace_hourly_builds_a_streaming_dataflow_job(
              if w.window_fn.urn == "beam:window_fn:fixed_windows:v1"]
     assert hours and all(w.allowed_lateness == 7_200_000 for w in hours)  # milliseconds
     assert {"transforms.aggregate._KeyByHour", "transforms.aggregate._MergeHourly",
-            "transforms.streaming.SendPanes"} <= workers_load(job, tmp_path)
+            "transforms.streaming._SendPanes"} <= workers_load(job, tmp_path)

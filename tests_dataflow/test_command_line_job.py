@@ -93,7 +93,7 @@ def test_batch_command_line_builds_a_dataflow_job(dataflow_dry_run, bills, tmp_p
     assert {"ReadCbf", "WriteToAnyCost", "WriteToAnyCost/Write", "WriteDeadLetter", "Report"} <= job.names
     assert job.job.options.get_all_options()["setup_file"] == "./setup.py"
     classes = workers_load(job, tmp_path)
-    assert {"transforms.read._ReadSplit", "transforms.write._NormaliseRows", "transforms.sink.SendConnections",
+    assert {"transforms.read._ReadSplit", "transforms.write._NormaliseRows", "transforms.sink._SendConnections",
             "pipeline.graph._SumCounts"} <= classes
 
 
@@ -107,7 +107,7 @@ def test_watch_builds_a_streaming_dataflow_job(dataflow_dry_run, bills, tmp_path
     assert "enable_streaming_engine" in job.experiments
     assert {"Watch", "Watch/Poll"} <= job.names
     classes = workers_load(job, tmp_path)
-    assert {"transforms.watch.DiscoverAndRead", "transforms.watch.SendFiles"} <= classes
+    assert {"transforms.watch._DiscoverAndRead", "transforms.watch._SendFiles"} <= classes
 
 
 def test_a_flex_template_launch_builds_the_job_on_dataflow_and_does_not_wait(dataflow_dry_run, bills, monkeypatch):

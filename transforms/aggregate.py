@@ -11,7 +11,7 @@ HOUR_SECONDS = 3600
 _UNREADABLE = "unreadable"
 
 
-def hour_windows(allowed_lateness_seconds, accumulation_mode):
+def _hour_windows(allowed_lateness_seconds, accumulation_mode):
     """UTC hours as windows, one pane when the watermark passes the hour's end and one more
     for each late row within the allowed lateness."""
     return beam.WindowInto(
@@ -102,8 +102,8 @@ class AggregateHourly(beam.PTransform):
             _KeyByHour(self._lateness if unbounded else None)).with_outputs(_UNREADABLE, main="keyed")
         readable, unreadable = keyed.keyed, keyed[_UNREADABLE]
         if unbounded:
-            readable = readable | "HourWindows" >> hour_windows(self._lateness, trigger.AccumulationMode.DISCARDING)
-            unreadable = unreadable | "SameWindows" >> hour_windows(self._lateness,
+            readable = readable | "HourWindows" >> _hour_windows(self._lateness, trigger.AccumulationMode.DISCARDING)
+            unreadable = unreadable | "SameWindows" >> _hour_windows(self._lateness,
                                                                    trigger.AccumulationMode.DISCARDING)
         merged = (readable
                   | "Merge" >> beam.CombinePerKey(_MergeHourly()).with_input_types(

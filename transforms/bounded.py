@@ -1,9 +1,9 @@
 """WriteBounded: the write path for bounded input, shared by `WriteToAnyCost` and the command line.
 
-    chunks --PlanDrops (row lengths only)--> summaries --+
+    chunks --_PlanDrops (row lengths only)--> summaries --+
     rejected-row counts ---------------------------------+--> gate (one reason or None)
     holds (the caller's reasons, e.g. broken files) -----+      |
-    chunks --WriteBillingDrops (grouped by connection) <--------+ side input --> results
+    chunks --_WriteBillingDrops (grouped by connection) <--------+ side input --> results
 
 Nothing is posted before the whole input is validated and planned: the sender waits for the
 gate, a singleton side input computed from every rejected row and every stream-month plan.
@@ -15,14 +15,14 @@ import apache_beam as beam
 
 from anycost import config as run_config
 from anycost.outcomes import report
-from transforms.plan import PlanDrops
-from transforms.sink import WriteBillingDrops
+from transforms.plan import _PlanDrops
+from transforms.sink import _WriteBillingDrops
 
 
 LOG = logging.getLogger("cloudzero")
 
 
-def held_back(_, rejected_counts, plans, holds, settings):
+def _held_back(_, rejected_counts, plans, holds, settings):
     """The gate's reason to post nothing, or None; a hold is logged, once per run, because a
     pipeline whose every body is held back still ends normally and posts nothing."""
     reason = report.hold_reason(sum(rejected_counts), plans, settings, holds)
@@ -32,21 +32,21 @@ def held_back(_, rejected_counts, plans, holds, settings):
     return reason
 
 
-class WriteBoundedResult(typing.NamedTuple):
+class _WriteBoundedResult(typing.NamedTuple):
     results: beam.PCollection  # delivery.BodyResult per body (+ verification dicts when verifying)
     summaries: beam.PCollection  # packing.StreamMonthPlan per stream-month, without bodies
 
 
-class WriteBounded(beam.PTransform):
+class _WriteBounded(beam.PTransform):
     """Example::
 
-        written = {"chunks": chunks, "rejected_counts": counts, "holds": reasons} | WriteBounded(settings)
+        written = {"chunks": chunks, "rejected_counts": counts, "holds": reasons} | _WriteBounded(settings)
 
     Inputs (a dict of PCollections): `chunks`, ((connection_id, month), Chunk) from
     `anycost.inputs.normalise`; `rejected_counts`, a few ints that sum to the rows rejected;
     optionally `holds`, reason strings: any reason holds every POST back, and the bodies
     are reported `not_sent` with it. `settings` is an `anycost.config.WriteSettings`.
-    Returns a `WriteBoundedResult`.
+    Returns a `_WriteBoundedResult`.
     """
 
     def __init__(self, settings):
@@ -59,10 +59,10 @@ class WriteBounded(beam.PTransform):
         holds = inputs.get("holds")
         if holds is None:
             holds = chunks.pipeline | "NoHolds" >> beam.Create([]).with_output_types(str)
-        summaries = chunks | "PlanDrops" >> PlanDrops(settings.operation, settings.max_body_bytes)
+        summaries = chunks | "PlanDrops" >> _PlanDrops(settings.operation, settings.max_body_bytes)
         gate = (chunks.pipeline
                 | "GateSeed" >> beam.Create([None])
-                | "Gate" >> beam.Map(held_back, beam.pvalue.AsList(inputs["rejected_counts"]),
+                | "Gate" >> beam.Map(_held_back, beam.pvalue.AsList(inputs["rejected_counts"]),
                                      beam.pvalue.AsList(summaries), beam.pvalue.AsList(holds), settings))
-        results = chunks | "WriteBillingDrops" >> WriteBillingDrops(settings, gate)
-        return WriteBoundedResult(results, summaries)
+        results = chunks | "WriteBillingDrops" >> _WriteBillingDrops(settings, gate)
+        return _WriteBoundedResult(results, summaries)

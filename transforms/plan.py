@@ -11,13 +11,13 @@ import apache_beam as beam
 from anycost.bodies import packing
 
 
-def without_rows(keyed_chunk):
+def _without_rows(keyed_chunk):
     key, chunk = keyed_chunk
     return key, chunk._replace(rows=b"")
 
 
 @beam.typehints.with_output_types(packing.StreamMonthPlan)
-class SummariseStreamMonth(beam.DoFn):
+class _SummariseStreamMonth(beam.DoFn):
     """((connection_id, month), chunks without rows) -> the month's plan, without bodies."""
 
     def __init__(self, operation, max_body_bytes):
@@ -30,8 +30,8 @@ class SummariseStreamMonth(beam.DoFn):
                                         self._max_body_bytes, with_bodies=False)
 
 
-class PlanDrops(beam.PTransform):
-    """Example: `summaries = chunks | PlanDrops("sum", 5_000_000)`: one plan per stream-month."""
+class _PlanDrops(beam.PTransform):
+    """Example: `summaries = chunks | _PlanDrops("sum", 5_000_000)`: one plan per stream-month."""
 
     def __init__(self, operation, max_body_bytes):
         super().__init__()
@@ -40,7 +40,7 @@ class PlanDrops(beam.PTransform):
 
     def expand(self, chunks):
         return (chunks
-                | "RowLengthsOnly" >> beam.Map(without_rows).with_output_types(
+                | "RowLengthsOnly" >> beam.Map(_without_rows).with_output_types(
                     typing.Tuple[typing.Tuple[str, str], typing.Any])
                 | "GroupByStreamMonth" >> beam.GroupByKey()
-                | "Summarise" >> beam.ParDo(SummariseStreamMonth(self._operation, self._max_body_bytes)))
+                | "Summarise" >> beam.ParDo(_SummariseStreamMonth(self._operation, self._max_body_bytes)))

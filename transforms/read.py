@@ -45,7 +45,7 @@ def _row_settings(input_format, column_map, unknown_columns, tag_keys, csv_delim
                        currency=currency.upper())
 
 
-def to_cbf_batch(text: readers.TextBatch, path, order, settings: RowSettings) -> CbfBatch:
+def _to_cbf_batch(text: readers.TextBatch, path, order, settings: RowSettings) -> CbfBatch:
     """One text batch of a file as CBF columns (column map, FOCUS mapping, tag keys applied).
 
     FOCUS rows are also validated here, so that a rejected row is reported with the FOCUS
@@ -84,7 +84,7 @@ class _ReadSplit(beam.DoFn):
                 for index, text in enumerate(readers.read_batches(handle, split.path, split.format,
                                                                   split.row_groups,
                                                                   **sources.reader_options(self._settings))):
-                    element = to_cbf_batch(text, split.path, split.order + (index,), self._settings)
+                    element = _to_cbf_batch(text, split.path, split.order + (index,), self._settings)
                     rows_read += element.rows_read
                     rejected += len(element.rejects)
                     self._progress.rows(element.rows_read)

@@ -24,8 +24,8 @@ class _TallyReasons(beam.CombineFn):
         return rejects.top(tally)
 
 
-class CountRejectReasons(beam.PTransform):
-    """Example: `reasons = dead_letter_lines | CountRejectReasons()`: a singleton list of
+class _CountRejectReasons(beam.PTransform):
+    """Example: `reasons = dead_letter_lines | _CountRejectReasons()`: a singleton list of
     {"reason", "count", "example"}, most frequent first (empty when nothing was rejected)."""
 
     def expand(self, lines):

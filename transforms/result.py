@@ -40,21 +40,21 @@ REFUSED = "refused"
 _GOOD = {delivery.DELIVERED, delivery.ALREADY_DELIVERED}
 
 
-def record(result: delivery.BodyResult) -> dict:
+def _record(result: delivery.BodyResult) -> dict:
     return dataclasses.asdict(result)
 
 
-def split_body_result(result):
+def _split_body_result(result):
     """A BodyResult to the `delivered` main output or the `failed` tagged output."""
     if isinstance(result, delivery.BodyResult):  # not verification records: only the CLI asks for them
         if result.status in _GOOD:
-            yield record(result)
+            yield _record(result)
         else:
-            yield beam.pvalue.TaggedOutput(FAILED, record(result))
+            yield beam.pvalue.TaggedOutput(FAILED, _record(result))
 
 
-def refused_month(summary):
+def _refused_month(summary):
     """A stream-month over CloudZero's limits: no body is built, so it is reported itself."""
     if summary.refused:
-        yield record(delivery.BodyResult(summary.connection_id, summary.month, 0, 0, summary.row_count, 0,
+        yield _record(delivery.BodyResult(summary.connection_id, summary.month, 0, 0, summary.row_count, 0,
                                          REFUSED, message=summary.refused))

@@ -49,14 +49,14 @@ class _Tally(delivery.Observer):
             self.counts["retries"] += 1
 
 
-def write_dry_run_body(output_dir, body):
+def _write_dry_run_body(output_dir, body):
     path = FileSystems.join(output_dir, body.connection_id, body.month, f"{body.seq:05d}.json")
     with FileSystems.create(path) as handle:
         handle.write(body.body)
     return path
 
 
-class SendConnections(beam.DoFn):
+class _SendConnections(beam.DoFn):
     """(connection_id, [(month, Chunk)]) -> a BodyResult per body, and a verification record
     (dict) per month when verifying. `config` is the write path's `WriteSettings`."""
 
@@ -154,7 +154,7 @@ class SendConnections(beam.DoFn):
         if config.mode != run_config.VERIFY_ONLY:
             bodies = self._progress.track(bodies)
         if config.mode == run_config.DRY_RUN:
-            return [delivery.result_for(b, delivery.DRY_RUN, message=write_dry_run_body(config.output_dir, b))
+            return [delivery.result_for(b, delivery.DRY_RUN, message=_write_dry_run_body(config.output_dir, b))
                     for b in bodies]
         if self._key_error:
             return [delivery.result_for(b, delivery.FAILED, message=self._key_error) for b in bodies]
@@ -198,8 +198,8 @@ class SendConnections(beam.DoFn):
         return sender.send(bodies) + refused
 
 
-class WriteBillingDrops(beam.PTransform):
-    """Example: `results = chunks | WriteBillingDrops(settings, gate)`, with `WriteSettings`.
+class _WriteBillingDrops(beam.PTransform):
+    """Example: `results = chunks | _WriteBillingDrops(settings, gate)`, with `WriteSettings`.
 
     `chunks` holds ((connection_id, month), Chunk); they are grouped by connection alone, so
     one worker owns each connection. `gate` is a singleton side input: None to send, or the
@@ -217,5 +217,5 @@ class WriteBillingDrops(beam.PTransform):
                 | "KeyByConnection" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1]))).with_output_types(
                     typing.Tuple[str, typing.Any])
                 | "GroupByConnection" >> beam.GroupByKey()
-                | "Send" >> beam.ParDo(SendConnections(self._config),
+                | "Send" >> beam.ParDo(_SendConnections(self._config),
                                        gate=beam.pvalue.AsSingleton(self._gate)))

@@ -1,10 +1,10 @@
 """WriteStreaming: the unbounded path of `WriteToAnyCost`, one UTC hour at a time.
 
-    rows --ToHourParts--> ((connection, hour), rows of the hour) stamped at the hour's start
+    rows --_ToHourParts--> ((connection, hour), rows of the hour) stamped at the hour's start
            |  (rejected: bad rows, and rows beyond the allowed lateness by their own timestamp)
          --hour windows, AfterWatermark + one late firing per late row--> GroupByKey
          --> (connection, HourPane)  re-windowed into the global window
-         --SendPanes (stateful, keyed by connection: one request in flight)--> delivered / failed
+         --_SendPanes (stateful, keyed by connection: one request in flight)--> delivered / failed
 
 `replace_hourly` panes accumulate (each holds the whole hour so far) and the sender keeps
 the newest pane index per hour in state, so that an older pane never replaces a newer one.
@@ -34,7 +34,7 @@ from anycost.inputs import hourly, rows as cbf_rows
 from anycost.delivery.client import AnyCostClient
 from anycost.delivery.ledger import RunState
 from transforms import result as results
-from transforms.aggregate import hour_windows
+from transforms.aggregate import _hour_windows
 
 LOG = logging.getLogger("cloudzero.streaming")
 REJECTED, FAILED = "rejected", "failed"
@@ -50,7 +50,7 @@ def _too_late_reason(hour, arrived, lateness):
             "run (bounded input) or raise allowed_lateness_seconds")
 
 
-class ToHourParts(beam.DoFn):
+class _ToHourParts(beam.DoFn):
     """Rows (dicts, or record batches) -> ((connection, hour), HourPart) at the hour's start.
 
     Dict rows are validated in batches of the bundle (flushed at `_BATCH_ROWS` and at the end
@@ -177,7 +177,7 @@ def _at_hour(key, part):
 
 
 @beam.typehints.with_output_types(typing.Tuple[str, typing.Any])
-class ToPane(beam.DoFn):
+class _ToPane(beam.DoFn):
     """((connection, hour), parts) of one pane -> (connection, HourPane), with the pane index."""
 
     def process(self, element, pane_info=beam.DoFn.PaneInfoParam):
@@ -185,7 +185,7 @@ class ToPane(beam.DoFn):
         yield connection_id, hour_units.join_parts(connection_id, hour, pane_info.index, parts)
 
 
-class SendPanes(beam.DoFn):
+class _SendPanes(beam.DoFn):
     """(connection, HourPane) -> BodyResults: delivered on the main output, the rest on `failed`.
 
     Keyed by connection in the global window, so each connection's panes are processed one
@@ -203,7 +203,7 @@ class SendPanes(beam.DoFn):
     def setup(self):
         s = self._settings
         self._ledger = RunState(s.state_path) if s.state_path else None
-        self._client, self._key_error = connect(s) if s.mode != DRY_RUN else (None, None)
+        self._client, self._key_error = _connect(s) if s.mode != DRY_RUN else (None, None)
 
     def teardown(self):
         if self._client is not None:
@@ -233,7 +233,7 @@ class SendPanes(beam.DoFn):
         if self._after_send is not None:
             self._after_send(pane, sent)
         for result in sent:
-            record = results.record(result)
+            record = results._record(result)
             if result.status in _GOOD:
                 if not record["message"]:
                     record["message"] = f"hour {pane.hour}, pane {pane.pane}"
@@ -261,7 +261,7 @@ class SendPanes(beam.DoFn):
         s = self._settings
         mode = s.mode
         if mode == DRY_RUN:
-            return [delivery.result_for(b, delivery.DRY_RUN, message=write_body(s.output_dir, b)) for b in bodies]
+            return [delivery.result_for(b, delivery.DRY_RUN, message=_write_body(s.output_dir, b)) for b in bodies]
         if self._key_error:
             return [delivery.result_for(b, delivery.FAILED, message=self._key_error) for b in bodies]
         sender = delivery.sender_for(self._client, s, state=self._ledger)
@@ -272,7 +272,7 @@ class SendPanes(beam.DoFn):
         return outcome
 
 
-def connect(settings):
+def _connect(settings):
     """(HTTP client, None) for a sender's worker, or (None, why the key could not be read).
     Called in `DoFn.setup()`: the key lives in the worker's memory only."""
     try:
@@ -283,7 +283,7 @@ def connect(settings):
                          settings.test_namespace), None
 
 
-def write_body(output_dir, body):
+def _write_body(output_dir, body):
     """A dry run's body, named by its key: units (hours, files) of one month never collide."""
     path = FileSystems.join(output_dir, body.connection_id, body.month, body.idempotency_key[:16] + ".json")
     with FileSystems.create(path) as handle:
@@ -291,7 +291,7 @@ def write_body(output_dir, body):
     return path
 
 
-class WriteStreaming(beam.PTransform):
+class _WriteStreaming(beam.PTransform):
     """The unbounded half of `WriteToAnyCost` (which chooses it for unbounded input).
 
     Returns a `WriteToAnyCostResult` with the same records as the bounded path: `delivered`
@@ -314,13 +314,13 @@ class WriteStreaming(beam.PTransform):
         s = self._settings
         accumulation = (trigger.AccumulationMode.ACCUMULATING if s.operation == hour_units.REPLACE_HOURLY
                         else trigger.AccumulationMode.DISCARDING)
-        parts = rows | "ToHourParts" >> beam.ParDo(ToHourParts(s)).with_outputs(REJECTED, main="parts")
+        parts = rows | "ToHourParts" >> beam.ParDo(_ToHourParts(s)).with_outputs(REJECTED, main="parts")
         sent = (parts.parts
-                | "HourWindows" >> hour_windows(s.allowed_lateness_seconds, accumulation)
+                | "HourWindows" >> _hour_windows(s.allowed_lateness_seconds, accumulation)
                 | "GroupByHour" >> beam.GroupByKey().with_input_types(
                     typing.Tuple[typing.Tuple[str, str], typing.Any])
-                | "ToPane" >> beam.ParDo(ToPane())
+                | "ToPane" >> beam.ParDo(_ToPane())
                 | "OneKeyPerConnection" >> beam.WindowInto(window.GlobalWindows())
-                | "SendPanes" >> beam.ParDo(SendPanes(s, self._after_send)).with_input_types(
+                | "SendPanes" >> beam.ParDo(_SendPanes(s, self._after_send)).with_input_types(
                     typing.Tuple[str, typing.Any]).with_outputs(FAILED, main="delivered"))
         return results.WriteToAnyCostResult(sent.delivered, sent[FAILED], parts[REJECTED])

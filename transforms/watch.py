@@ -2,9 +2,9 @@
 
     PeriodicImpulse (every poll_interval, until the timeout)
       -> ListFiles: every file the patterns match now, with its identity (path, size, mtime)
-      -> DiscoverAndRead (one key: files are found, read and numbered one at a time)
+      -> _DiscoverAndRead (one key: files are found, read and numbered one at a time)
            new files only, each read whole and gated alone; per connection a gap-free sequence
-      -> SendFiles (keyed by connection: one request in flight; files sent in the order found)
+      -> _SendFiles (keyed by connection: one request in flight; files sent in the order found)
 
 A fresh job sees every file that already matches: only the ledger (`state_path`) keeps a
 restarted watcher from sending them again, because each body's key names its file.
@@ -33,13 +33,13 @@ from anycost.inputs import normalise
 from anycost.delivery.ledger import RunState
 from anycost.config import RowSettings
 from anycost.inputs import dead_letter
-from transforms.streaming import connect, write_body
+from transforms.streaming import _connect, _write_body
 
 LOG = logging.getLogger("cloudzero.watch")
 FILES_DIR, UNITS_DIR = "files", "units"
 
 
-class FileUnit(typing.NamedTuple):
+class _FileUnit(typing.NamedTuple):
     """One file's rows for one connection, numbered in the order files were found."""
     seq: int
     identity: file_units.FileIdentity
@@ -47,7 +47,7 @@ class FileUnit(typing.NamedTuple):
     held: typing.Optional[str]
 
 
-def list_files(patterns):
+def _list_files(patterns):
     """Every file the patterns match now, oldest first; a pattern matching nothing is fine."""
     found = {}
     for pattern in patterns:
@@ -61,14 +61,14 @@ def list_files(patterns):
     return sorted(found.values(), key=lambda identity: (identity.mtime, identity.path))
 
 
-def write_json(path, record):
+def _write_json(path, record):
     with FileSystems.create(path) as handle:
         handle.write(json.dumps(record, sort_keys=True).encode())
 
 
 @beam.typehints.with_output_types(typing.Tuple[str, typing.Any])
-class DiscoverAndRead(beam.DoFn):
-    """("watch", [FileIdentity]) -> (connection, FileUnit) for each new file.
+class _DiscoverAndRead(beam.DoFn):
+    """("watch", [FileIdentity]) -> (connection, _FileUnit) for each new file.
 
     One key, so files are found and numbered one at a time: each connection's units get a
     gap-free sequence the sender follows. A file's dead letter and its record go to fixed
@@ -95,14 +95,14 @@ class DiscoverAndRead(beam.DoFn):
             LOG.info("found %s: %d rows, %d rejected%s", identity.path, read.rows_read, len(read.rejects),
                      f"; held back: {read.held}" if read.held else "")
             dead_letter = self._write_dead_letter(read)
-            write_json(FileSystems.join(self._results, FILES_DIR, identity.digest + ".json"), {
+            _write_json(FileSystems.join(self._results, FILES_DIR, identity.digest + ".json"), {
                 "path": identity.path, "identity": identity.text, "rows_read": read.rows_read,
                 "rows_rejected": len(read.rejects), "held": read.held, "file_error": read.file_error,
                 "dead_letter": dead_letter, "connections": sorted(read.chunks)})
             for connection_id in sorted(read.chunks):
                 seq = following.get(connection_id, 0)
                 following[connection_id] = seq + 1
-                yield connection_id, FileUnit(seq, identity, dict(read.chunks[connection_id]), read.held)
+                yield connection_id, _FileUnit(seq, identity, dict(read.chunks[connection_id]), read.held)
         next_state.write(following)
 
     def _write_dead_letter(self, read):
@@ -115,8 +115,8 @@ class DiscoverAndRead(beam.DoFn):
         return path
 
 
-class SendFiles(beam.DoFn):
-    """(connection, FileUnit) -> BodyResults, each connection's files in the order found.
+class _SendFiles(beam.DoFn):
+    """(connection, _FileUnit) -> BodyResults, each connection's files in the order found.
 
     Keyed by connection in the global window: one request in flight per connection. A unit
     that overtook an earlier one waits in state until the earlier one has been sent."""
@@ -130,7 +130,7 @@ class SendFiles(beam.DoFn):
     def setup(self):
         c = self._config
         self._ledger = RunState(c.state_path) if c.state_path else None
-        self._client, self._key_error = connect(c) if c.needs_api_key else (None, None)
+        self._client, self._key_error = _connect(c) if c.needs_api_key else (None, None)
 
     def teardown(self):
         if self._client is not None:
@@ -162,14 +162,14 @@ class SendFiles(beam.DoFn):
         if unit.held:
             results = [delivery.result_for(b, delivery.NOT_SENT, message=unit.held) for b in bodies]
         elif c.mode == "dry_run":
-            results = [delivery.result_for(b, delivery.DRY_RUN, message=write_body(c.output_dir, b)) for b in bodies]
+            results = [delivery.result_for(b, delivery.DRY_RUN, message=_write_body(c.output_dir, b)) for b in bodies]
         elif self._key_error:
             results = [delivery.result_for(b, delivery.FAILED, message=self._key_error) for b in bodies]
         else:
             sender = delivery.sender_for(self._client, c, state=self._ledger)
             results = sender.validate(bodies) if c.mode == "validate_only" else sender.send(bodies)
         results = refusals + results
-        write_json(FileSystems.join(self._results, UNITS_DIR, f"{connection_id}-{unit.identity.digest}.json"), {
+        _write_json(FileSystems.join(self._results, UNITS_DIR, f"{connection_id}-{unit.identity.digest}.json"), {
             "connection_id": connection_id, "path": unit.identity.path,
             "plans": [_plan_summary(plan) for plan in plans],
             "results": [dataclasses.asdict(result) for result in results]})
@@ -182,8 +182,8 @@ def _plan_summary(plan):
             "body_count": plan.body_count, "body_bytes": plan.body_bytes}
 
 
-class WatchAndSend(beam.PTransform):
-    """Example: `p | WatchAndSend(config, dead_letter_prefix, results_dir)`.
+class _WatchAndSend(beam.PTransform):
+    """Example: `p | _WatchAndSend(config, dead_letter_prefix, results_dir)`.
 
     Polls `config.inputs` every `poll_interval` seconds until `watch_timeout` (None: until
     the job is cancelled) and uploads each new file once. Only files that appear whole may
@@ -205,9 +205,9 @@ class WatchAndSend(beam.PTransform):
         return (pbegin
                 | "Poll" >> PeriodicImpulse(start_timestamp=start, stop_timestamp=stop,
                                             fire_interval=c.poll_interval)
-                | "ListFiles" >> beam.Map(lambda _: ("watch", list_files(patterns))).with_output_types(
+                | "ListFiles" >> beam.Map(lambda _: ("watch", _list_files(patterns))).with_output_types(
                     typing.Tuple[str, typing.Any])
-                | "DiscoverAndRead" >> beam.ParDo(DiscoverAndRead(
+                | "DiscoverAndRead" >> beam.ParDo(_DiscoverAndRead(
                     c.normalise_settings(), c.max_rejected_rows, self._dead_letter, self._results))
-                | "SendFiles" >> beam.ParDo(SendFiles(c, self._results)).with_input_types(
+                | "SendFiles" >> beam.ParDo(_SendFiles(c, self._results)).with_input_types(
                     typing.Tuple[str, typing.Any]))

@@ -15,8 +15,8 @@ from anycost.inputs import normalise, rows, sources
 from anycost.outcomes import report
 from transforms import result as results
 from transforms.batch import CbfBatch
-from transforms.bounded import WriteBounded
-from transforms.streaming import WriteStreaming
+from transforms.bounded import _WriteBounded
+from transforms.streaming import _WriteStreaming
 
 REJECTED, FILE_ERRORS = "rejected", "file_errors"
 ROWS_PER_BATCH = 65_536  # dict rows are validated and rendered this many at a time
@@ -170,7 +170,7 @@ class WriteToAnyCost(beam.PTransform):
         return {name: DisplayDataItem(value, label=name) for name, value in shown.items() if value is not None}
 
     def expand(self, pcoll):
-        pcoll = pcoll | "AsCbfRows" >> beam.Map(as_cbf_element, self._column_map)
+        pcoll = pcoll | "AsCbfRows" >> beam.Map(_as_cbf_element, self._column_map)
         if pcoll.is_bounded is False:
             return self._expand_unbounded(pcoll)
         settings = self._settings
@@ -186,10 +186,10 @@ class WriteToAnyCost(beam.PTransform):
         written = ({"chunks": normalised["chunks"],
                     "rejected_counts": rejected | "CountRejected" >> beam.combiners.Count.Globally(),
                     "holds": holds}
-                   | "Write" >> WriteBounded(settings))
-        split = written.results | "SplitResults" >> beam.FlatMap(results.split_body_result).with_outputs(
+                   | "Write" >> _WriteBounded(settings))
+        split = written.results | "SplitResults" >> beam.FlatMap(results._split_body_result).with_outputs(
             results.FAILED, main=results.DELIVERED)
-        refused = written.summaries | "RefusedMonths" >> beam.FlatMap(results.refused_month)
+        refused = written.summaries | "RefusedMonths" >> beam.FlatMap(results._refused_month)
         failed = (split[results.FAILED], refused) | "Failed" >> beam.Flatten()
         return results.WriteToAnyCostResult(split[results.DELIVERED], failed, rejected,
                                             written.summaries, written.results)
@@ -198,7 +198,7 @@ class WriteToAnyCost(beam.PTransform):
         if self._settings.operation == "replace_drop":
             raise ValueError("operation='replace_drop' replaces a whole month, so it needs bounded input; "
                              "this PCollection is unbounded: use operation='replace_hourly' or 'sum'")
-        return pcoll | "Streaming" >> WriteStreaming(self._settings)
+        return pcoll | "Streaming" >> _WriteStreaming(self._settings)
 
 
 def _column_map(column_map):
@@ -211,7 +211,7 @@ def _column_map(column_map):
         raise ValueError(str(err)) from None
 
 
-def as_cbf_element(element, column_map=()):
+def _as_cbf_element(element, column_map=()):
     """A schema'd row (`beam.Row`, a NamedTuple of a schema'd PCollection) as a dict, and a
     dict's keys or a record batch's columns renamed by `column_map`; anything else as it is."""
     if isinstance(element, CbfBatch):
