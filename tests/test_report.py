@@ -127,7 +127,7 @@ def test_failures_and_not_sent():
     assert (built["bodies_sent"], built["bodies_failed"], built["bodies_not_sent"]) == (2, 1, 1)
     text = report.render(built)
     assert "failed: HTTP 403: CloudZero refused the API key" in text
-    assert "not_sent: not sent: c1 2024-08 body 2/2 failed earlier" in text
+    assert "not_sent: c1 2024-08 body 2/2 failed earlier" in text
 
 
 def test_already_delivered_counts_as_success_but_not_as_sent():

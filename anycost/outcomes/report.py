@@ -189,6 +189,12 @@ def _table_row(conn, month, part, result):
     return (conn, month, f"{part['rows']:,}", f"{part['bodies']:,}", f"{part['bytes']:,}", part["cost"], result)
 
 
+def _without_status_words(status, message):
+    """A message that opens with its own status ("not sent: ...") after that status, once."""
+    words = status.replace("_", " ") + ": "
+    return message[len(words):] if message.startswith(words) else message
+
+
 def render(report):
     """The report as a table a person reads at the end of the run."""
     lines = [f"CloudZero AnyCost Stream: {report['mode']}, operation {report['operation']}"]
@@ -202,7 +208,7 @@ def render(report):
                 result += (f" (CloudZero holds {check['actual_rows']} rows, cost {check['actual_cost']}; "
                            f"expected {check['expected_rows']}, {check['expected_cost']})")
             if entry["messages"] and entry["status"] not in GOOD_MONTH_STATUSES:
-                result += ": " + entry["messages"][0]
+                result += ": " + _without_status_words(entry["status"], entry["messages"][0])
             if "delivered_part" in entry:  # one line for what is in CloudZero, one for the rest
                 table.append(_table_row(conn, month, entry["delivered_part"], "delivered (this part is in CloudZero)"))
                 table.append(_table_row(conn, month, entry["undelivered_part"], result))
