@@ -220,3 +220,30 @@ def test_record_batches_are_split_by_hour_and_a_batch_too_late_or_an_odd_element
     assert len(rejected) == 2 and all("beyond allowed_lateness_seconds" in r["reason"] for r in rejected)
     assert sorted(r["values"]["time/usage_start"] for r in rejected) == ["2024-09-01T05:30:00Z", "2024-09-01T05:40:00Z"]
     assert all(r["values"]["cost/cost"] == "9.99" for r in rejected)
+
+
+def test_sum_refuses_a_month_that_would_pass_what_cloudzero_holds(emulator):
+    """CloudZero holds 990,000 rows of c1's 2024-09; an hour brings 70,000 more. Nothing of
+    it is posted and the failed records name the month and the limit; c2 is delivered."""
+    emulator.preload("c1", "2024-09", rows=990_000, cost="0")
+    count = 70_000
+    batch = pa.RecordBatch.from_pydict({
+        "conn": ["c1"] * count, "time/usage_start": [f"2024-09-01T05:{i % 60:02d}:00Z" for i in range(count)],
+        "cost/cost": ["1"] * count, "resource/service": [f"s{i}" for i in range(count)]})
+    stream = (test_stream.TestStream().advance_watermark_to(H0)
+              .add_elements([window.TimestampedValue(batch, H0 + 600)])
+              .add_elements(at(700, row("c2", 5, 10, "2"), row("c2", 5, 20, "3")))
+              .advance_watermark_to_infinity())
+    options = PipelineOptions(["--runner=BundleBasedDirectRunner", "--streaming"])
+    with beam.Pipeline(options=options) as p:
+        result = p | stream | write_to_anycost(emulator, "sum")
+        for name in ("delivered", "failed"):
+            getattr(result, name) | f"Collect{name}" >> beam.Map(_Collect(name))
+    delivered, failed = _Collect.take("delivered"), _Collect.take("failed")
+    assert emulator.totals()["c1"]["2024-09"]["rows"] == 990_000  # nothing of the 70,000 was posted
+    assert emulator.totals()["c2"]["2024-09"]["rows"] == 2
+    assert {r["connection_id"] for r in delivered} == {"c2"}
+    assert failed and {(r["connection_id"], r["status"]) for r in failed} == {("c1", "refused")}
+    assert sum(r["rows"] for r in failed) == count
+    message = failed[0]["message"]
+    assert "CloudZero already holds 990,000 rows for 2024-09" in message and "1,000,000" in message

@@ -118,3 +118,38 @@ def test_run_dataflow_sh_launches_a_streaming_job_for_watch(tmp_path, args, stre
     assert done.returncode == 0, done.stderr
     assert ("--streaming" in argv) == streaming
     assert argv[-len(args):] == args  # the pipeline's own flags stay as given, at the end
+
+
+def test_watch_refuses_a_sum_month_that_would_pass_what_cloudzero_holds(emulator, tmp_path, capsys):
+    """CloudZero holds 990,000 rows of 2024-09; a watched file adds 70,000 more to it (and a
+    few to 2024-10). Nothing of 2024-09 is posted, the message names the month and the limit,
+    and 2024-10 is delivered."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    emulator.preload("c1", "2024-09", rows=990_000, cost="0")
+    rows = [[f"2024-09-{1 + i % 28:02d}T{i % 24:02d}:00:00Z", "1", f"s{i}"] for i in range(70_000)]
+    rows += [["2024-10-01T05:00:00Z", "3", "api"], ["2024-10-02T05:00:00Z", "4", "db"]]
+    place(inbox, "big.csv", rows)
+    code, report, printed = run_cli(watch_args(emulator, tmp_path, 4), capsys)
+    assert code == 1, printed
+    totals = emulator.totals()["c1"]
+    assert totals["2024-09"]["rows"] == 990_000  # not one row of the month was posted
+    assert (totals["2024-10"]["rows"], totals["2024-10"]["cost"]) == (2, Decimal("7"))
+    said = printed + str(report)
+    assert "CloudZero already holds 990,000 rows for 2024-09" in said and "1,000,000" in said
+
+
+def test_watch_sends_nothing_for_a_connection_whose_lease_another_run_holds(emulator, tmp_path, capsys):
+    import socket
+    from anycost.delivery.lease import ConnectionLease, Holder
+    from anycost.delivery.ledger import RunState
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    place(inbox, "a.csv", ROWS_A)
+    other = ConnectionLease(RunState(str(tmp_path / "state")).lease_store("c1"), "c1", seconds=600,
+                            holder=Holder(socket.gethostname(), os.getpid(), "2026-12-07T03:00:00Z", "run-other"))
+    other.acquire(0)
+    code, report, printed = run_cli(watch_args(emulator, tmp_path, 2, "--lease_wait_seconds", "0"), capsys)
+    assert code == 1, printed
+    assert emulator.stats()["post_count"] == 0
+    assert f"process {os.getpid()} on host {socket.gethostname()}, started 2026-12-07T03:00:00Z" in printed

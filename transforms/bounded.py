@@ -64,5 +64,5 @@ class _WriteBounded(beam.PTransform):
                 | "GateSeed" >> beam.Create([None])
                 | "Gate" >> beam.Map(_held_back, beam.pvalue.AsList(inputs["rejected_counts"]),
                                      beam.pvalue.AsList(summaries), beam.pvalue.AsList(holds), settings))
-        results = chunks | "WriteBillingDrops" >> _WriteBillingDrops(settings, gate)
+        results = chunks | "WriteBillingDrops" >> _WriteBillingDrops(settings, gate, summaries)
         return _WriteBoundedResult(results, summaries)

@@ -20,14 +20,13 @@ import typing
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, userstate, window
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from anycost.delivery import api_key
+from anycost.delivery import api_key, engine
 from anycost import cbf, delivery
 from anycost.bodies import hour_units
 from anycost.inputs import hourly, rows as cbf_rows
@@ -35,12 +34,11 @@ from anycost.delivery.client import AnyCostClient
 from anycost.delivery.ledger import RunState
 from transforms import result as results
 from transforms.aggregate import _hour_windows
+from transforms.metering import _publish
 
 LOG = logging.getLogger("cloudzero.streaming")
 REJECTED, FAILED = "rejected", "failed"
-DRY_RUN, VALIDATE_ONLY = "dry_run", "validate_only"
 _BATCH_ROWS = 2000  # dict rows validated together: Arrow works per batch, not per row
-_GOOD = {delivery.DELIVERED, delivery.ALREADY_DELIVERED, delivery.DRY_RUN, delivery.VALID}
 
 
 def _too_late_reason(hour, arrived, lateness):
@@ -203,7 +201,8 @@ class _SendPanes(beam.DoFn):
     def setup(self):
         s = self._settings
         self._ledger = RunState(s.state_path) if s.state_path else None
-        self._client, self._key_error = _connect(s) if s.mode != DRY_RUN else (None, None)
+        self._client, self._key_error = _connect(s) if s.needs_api_key else (None, None)
+        self._engines, self._tally = {}, engine.Tally()
 
     def teardown(self):
         if self._client is not None:
@@ -220,21 +219,21 @@ class _SendPanes(beam.DoFn):
             Metrics.counter("cloudzero", "panes_superseded").inc()
             LOG.info("%s: an older pane than one already sent; skipped", pane.describe())
             return
-        bodies, refused = hour_units.pane_bodies(pane, s.operation, s.max_body_bytes)
-        if refused:
-            sent = [self._unsent(pane, delivery.FAILED, refused)]
-        elif action == hour_units.HELD:
+        if action == hour_units.HELD:
             Metrics.counter("cloudzero", "panes_held").inc()
-            sent = [delivery.result_for(b, delivery.NOT_SENT, message=reason) for b in bodies]
-            if not bodies:  # only rejected rows so far: still say the hour is held
-                sent = [self._unsent(pane, delivery.NOT_SENT, reason)]
+        if not pane.row_count:  # only rejected rows so far: say the hour is held, or nothing
+            sent = [self._unsent(pane, delivery.NOT_SENT, reason)] if action == hour_units.HELD else []
         else:
-            sent = self._send(bodies)
+            unit = engine.Unit(lambda: [hour_units.pane_plan(pane, s.operation, s.max_body_bytes)],
+                               label=hour_units.pane_label(pane), held=reason, refused_prefix="")
+            sent = self._delivery(pane.connection_id).deliver([unit])
+        self._tally.results(sent)
+        _publish(self._tally)
         if self._after_send is not None:
             self._after_send(pane, sent)
         for result in sent:
             record = results._record(result)
-            if result.status in _GOOD:
+            if result.status in engine.GOOD:
                 if not record["message"]:
                     record["message"] = f"hour {pane.hour}, pane {pane.pane}"
                 yield record
@@ -257,19 +256,12 @@ class _SendPanes(beam.DoFn):
         return delivery.BodyResult(pane.connection_id, pane.month, 0, 0, pane.row_count, len(pane.rows), status,
                                    message=message)
 
-    def _send(self, bodies):
-        s = self._settings
-        mode = s.mode
-        if mode == DRY_RUN:
-            return [delivery.result_for(b, delivery.DRY_RUN, message=_write_body(s.output_dir, b)) for b in bodies]
-        if self._key_error:
-            return [delivery.result_for(b, delivery.FAILED, message=self._key_error) for b in bodies]
-        sender = delivery.sender_for(self._client, s, state=self._ledger)
-        outcome = sender.validate(bodies) if mode == VALIDATE_ONLY else sender.send(bodies)
-        sent = [r for r in outcome if r.status == delivery.DELIVERED]
-        Metrics.counter("cloudzero", "bodies_sent").inc(len(sent))
-        Metrics.counter("cloudzero", "bytes_sent").inc(sum(r.bytes for r in sent))
-        return outcome
+    def _delivery(self, connection_id):
+        """The connection's engine, kept across panes: what CloudZero holds is read once."""
+        if connection_id not in self._engines:
+            self._engines[connection_id] = engine.ConnectionDelivery(
+                connection_id, self._settings, self._client, self._key_error, self._ledger, observer=self._tally)
+        return self._engines[connection_id]
 
 
 def _connect(settings):
@@ -281,14 +273,6 @@ def _connect(settings):
         return None, str(err)
     return AnyCostClient(settings.api_url, key, settings.connect_timeout, settings.read_timeout,
                          settings.test_namespace), None
-
-
-def _write_body(output_dir, body):
-    """A dry run's body, named by its key: units (hours, files) of one month never collide."""
-    path = FileSystems.join(output_dir, body.connection_id, body.month, body.idempotency_key[:16] + ".json")
-    with FileSystems.create(path) as handle:
-        handle.write(body.body)
-    return path
 
 
 class _WriteStreaming(beam.PTransform):

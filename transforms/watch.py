@@ -26,14 +26,14 @@ from apache_beam.transforms import userstate
 from apache_beam.transforms.periodicsequence import PeriodicImpulse
 from apache_beam.utils.timestamp import MAX_TIMESTAMP
 
-from anycost import delivery
-
 from anycost.bodies import file_units
+from anycost.delivery import engine
 from anycost.inputs import normalise
 from anycost.delivery.ledger import RunState
 from anycost.config import RowSettings
 from anycost.inputs import dead_letter
-from transforms.streaming import _connect, _write_body
+from transforms.metering import _publish
+from transforms.streaming import _connect
 
 LOG = logging.getLogger("cloudzero.watch")
 FILES_DIR, UNITS_DIR = "files", "units"
@@ -131,6 +131,7 @@ class _SendFiles(beam.DoFn):
         c = self._config
         self._ledger = RunState(c.state_path) if c.state_path else None
         self._client, self._key_error = _connect(c) if c.needs_api_key else (None, None)
+        self._engines, self._tally = {}, engine.Tally()
 
     def teardown(self):
         if self._client is not None:
@@ -153,27 +154,28 @@ class _SendFiles(beam.DoFn):
         next_state.write(expected)
 
     def _send_unit(self, connection_id, unit):
-        c = self._config
-        plans = file_units.file_plans(unit.identity, connection_id, unit.months, c.operation, c.max_body_bytes)
-        bodies = [body for plan in plans for body in plan.bodies]
-        refusals = [delivery.BodyResult(connection_id, plan.month, 0, 0, plan.row_count, 0, delivery.FAILED,
-                                        message=f"{unit.identity.path}: {plan.refused}")
-                    for plan in plans if plan.refused]
-        if unit.held:
-            results = [delivery.result_for(b, delivery.NOT_SENT, message=unit.held) for b in bodies]
-        elif c.mode == "dry_run":
-            results = [delivery.result_for(b, delivery.DRY_RUN, message=_write_body(c.output_dir, b)) for b in bodies]
-        elif self._key_error:
-            results = [delivery.result_for(b, delivery.FAILED, message=self._key_error) for b in bodies]
-        else:
-            sender = delivery.sender_for(self._client, c, state=self._ledger)
-            results = sender.validate(bodies) if c.mode == "validate_only" else sender.send(bodies)
-        results = refusals + results
+        c, made = self._config, []
+
+        def plan():  # planned once; its plans are kept for the unit's record
+            made.extend(file_units.file_plans(unit.identity, connection_id, unit.months, c.operation,
+                                              c.max_body_bytes))
+            return made
+        results = self._delivery(connection_id).deliver([engine.Unit(
+            plan, label=f"file-{unit.identity.digest}", held=unit.held, refused_prefix=f"{unit.identity.path}: ")])
+        self._tally.results(results)
+        _publish(self._tally)
         _write_json(FileSystems.join(self._results, UNITS_DIR, f"{connection_id}-{unit.identity.digest}.json"), {
             "connection_id": connection_id, "path": unit.identity.path,
-            "plans": [_plan_summary(plan) for plan in plans],
+            "plans": [_plan_summary(plan) for plan in made],
             "results": [dataclasses.asdict(result) for result in results]})
         yield from results
+
+    def _delivery(self, connection_id):
+        """The connection's engine, kept across files: what CloudZero holds is read once."""
+        if connection_id not in self._engines:
+            self._engines[connection_id] = engine.ConnectionDelivery(
+                connection_id, self._config, self._client, self._key_error, self._ledger, observer=self._tally)
+        return self._engines[connection_id]
 
 
 def _plan_summary(plan):

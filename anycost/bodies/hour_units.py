@@ -177,3 +177,16 @@ def pane_bodies(pane: HourPane, operation, max_body_bytes) -> Tuple[List[packing
             pane.connection_id, pane.month, operation, seq, len(spans), end - start, body,
             packing.idempotency_key(pane.connection_id, pane.month, operation, identity, body)))
     return bodies, None
+
+
+def pane_plan(pane: HourPane, operation, max_body_bytes) -> packing.StreamMonthPlan:
+    """The pane as the delivery engine's unit: one plan of its month, with the pane's bodies
+    (`pane_bodies`), or refused with the reason. The cost total is not read for a pane."""
+    bodies, refused = pane_bodies(pane, operation, max_body_bytes)
+    return packing.StreamMonthPlan(pane.connection_id, pane.month, pane.row_count, len(pane.rows) - pane.row_count,
+                                   "", bodies, refused, len(bodies), sum(b.byte_count for b in bodies))
+
+
+def pane_label(pane: HourPane):
+    """Names the pane's dry-run files: `2024-09-01T05-pane0`."""
+    return f"{pane.hour[:13]}-pane{pane.pane}"
