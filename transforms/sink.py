@@ -7,6 +7,7 @@ The API key is read in `setup()` on the worker and lives only in memory there.
 """
 import collections
 import concurrent.futures
+import dataclasses
 import logging
 import threading
 import typing
@@ -129,7 +130,7 @@ class _SendConnections(beam.DoFn):
             files = sorted({chunk.source_file for chunk in chunks if chunk.source_file})
             plan = packing.plan_stream_month(connection_id, month, chunks, self._config.operation,
                                              self._config.max_body_bytes)
-            plans.append(plan)
+            plans.append(dataclasses.replace(plan, bodies=[]))  # its bodies go once sent, not with the connection
             if sender is not None:
                 sender.note_source_files(connection_id, month, files)
             if plan.resource_ids_cut:
