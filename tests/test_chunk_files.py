@@ -217,3 +217,11 @@ def test_a_failed_run_leaves_no_chunk_files(tmp_path, capsys, monkeypatch):
                                 f"--dead_letter_path={tmp_path}/dead", f"--temp_location={temp}"], capsys)
     assert code != 0 and "did not finish" in printed
     assert temp.is_dir() and list(temp.iterdir()) == []
+
+
+def test_big_buffers_go_back_to_the_system_on_glibc():
+    import platform
+    from anycost import memory
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert memory.return_big_buffers() is expected
+    assert memory.return_big_buffers() is expected  # once per process; a second call changes nothing

@@ -20,7 +20,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from anycost.delivery import api_key, changed_rows, lease, stopping
-from anycost import config as run_config, delivery
+from anycost import config as run_config, delivery, memory
 from anycost.inputs import normalise
 from anycost.bodies import packing
 from anycost.outcomes import progress
@@ -65,6 +65,7 @@ class _SendConnections(beam.DoFn):
         self._config = config
 
     def setup(self):
+        memory.return_big_buffers()  # each month's rows and bodies are freed once sent
         self._key, self._key_error = None, None
         if self._config.needs_api_key:
             try:

@@ -10,7 +10,7 @@ from apache_beam.transforms.window import GlobalWindow, GlobalWindows
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from anycost import cbf, config
+from anycost import cbf, config, memory
 from anycost.inputs import chunk_files, normalise, rows, sources
 from anycost.outcomes import report
 from transforms import result as results
@@ -252,6 +252,9 @@ class _NormaliseRows(beam.DoFn):
         self._chunk_folder = chunk_folder
         self._rows_read = Metrics.counter("cloudzero", "rows_read")
         self._rows_rejected = Metrics.counter("cloudzero", "rows_rejected")
+
+    def setup(self):
+        memory.return_big_buffers()  # the months' rows and bodies the sink builds in this process
 
     def start_bundle(self):
         self._buffer = []
