@@ -306,6 +306,7 @@ def _where_outputs_are(report, report_target, run_folder, config):
 def run(argv=None):
     import apache_beam as beam
     from pipeline import graph
+    from transforms import chunk_files as chunk_folders
 
     config, beam_args, wait = parse(sys.argv[1:] if argv is None else argv)
     options, runner_name = _pipeline_options(beam_args)
@@ -334,7 +335,11 @@ def run(argv=None):
     p = beam.Pipeline(runner=_runner(runner_name), options=options)
     graph.build(p, config, splits, dead_letter, report_target, log_report=not (local and wait))
     with _stop_on_ctrl_c(local and wait):
-        return _run_and_report(p, config, wait, local, report_target, run_folder, state_path_given)
+        try:
+            return _run_and_report(p, config, wait, local, report_target, run_folder, state_path_given)
+        finally:
+            if wait:  # a job that ended or failed: its temporary chunk files serve no rerun
+                chunk_folders._remove_left_over(p)
 
 
 def _run_and_report(p, config, wait, local, report_target, run_folder, state_path_given):

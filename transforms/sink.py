@@ -17,7 +17,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from anycost.delivery import api_key, engine, stopping
-from anycost import config as run_config
+from anycost import config as run_config, memory
 from anycost.bodies import packing
 from anycost.outcomes import progress
 from anycost.delivery.client import AnyCostClient
@@ -34,6 +34,7 @@ class _SendConnections(beam.DoFn):
         self._config = config
 
     def setup(self):
+        memory.return_big_buffers()  # each month's rows and bodies are freed once sent
         self._key, self._key_error = None, None
         if self._config.needs_api_key:
             try:

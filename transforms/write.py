@@ -10,12 +10,13 @@ from apache_beam.transforms.window import GlobalWindow, GlobalWindows
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from anycost import cbf, config
-from anycost.inputs import normalise, rows, sources
+from anycost import cbf, config, memory
+from anycost.inputs import chunk_files, normalise, rows, sources
 from anycost.outcomes import report
 from transforms import result as results
 from transforms.batch import CbfBatch
 from transforms.bounded import _WriteBounded
+from transforms.chunk_files import _RemoveChunkFiles, _chunk_folder
 from transforms.streaming import _WriteStreaming
 
 REJECTED, FILE_ERRORS = "rejected", "file_errors"
@@ -176,8 +177,9 @@ class WriteToAnyCost(beam.PTransform):
         settings = self._settings
         if not isinstance(pcoll.windowing.windowfn, GlobalWindows):  # one window: one gate, one key per connection
             pcoll = pcoll | "GlobalWindow" >> beam.WindowInto(GlobalWindows())
+        chunk_folder = _chunk_folder(pcoll.pipeline)
         normalised = (pcoll
-                      | "Normalise" >> beam.ParDo(_NormaliseRows(settings)).with_outputs(
+                      | "Normalise" >> beam.ParDo(_NormaliseRows(settings, chunk_folder)).with_outputs(
                           REJECTED, FILE_ERRORS, main="chunks"))
         rejected = normalised[REJECTED]
         holds = (normalised[FILE_ERRORS]
@@ -187,6 +189,7 @@ class WriteToAnyCost(beam.PTransform):
                     "rejected_counts": rejected | "CountRejected" >> beam.combiners.Count.Globally(),
                     "holds": holds}
                    | "Write" >> _WriteBounded(settings))
+        _ = written.results | "RemoveChunkFiles" >> _RemoveChunkFiles(chunk_folder)
         split = written.results | "SplitResults" >> beam.FlatMap(results._split_body_result).with_outputs(
             results.FAILED, main=results.DELIVERED)
         refused = written.summaries | "RefusedMonths" >> beam.FlatMap(results._refused_month)
@@ -237,18 +240,25 @@ def _plain(value):
 class _NormaliseRows(beam.DoFn):
     """Dict rows (gathered into batches of `ROWS_PER_BATCH`), record batches and CbfBatches -> chunks.
 
-    Main output: ((connection_id, month), Chunk). Tagged `rejected`: a record per rejected
-    row; `file_errors`: why a file of a CbfBatch broke part-way. Expects the global window
-    (the bounded path re-windows first): rows gathered across a bundle are emitted from
-    `finish_bundle` there."""
+    Main output: ((connection_id, month), ChunkRef). Each bundle's chunk rows go to one new
+    chunk file in `chunk_folder` (`anycost.inputs.chunk_files`); the file is closed in
+    `finish_bundle` and only then are the references emitted, so the shuffles carry row
+    lengths, never rows. Tagged `rejected`: a record per rejected row; `file_errors`: why a
+    file of a CbfBatch broke part-way. Expects the global window (the bounded path re-windows
+    first): what a bundle gathered is emitted from `finish_bundle` there."""
 
-    def __init__(self, settings):
+    def __init__(self, settings, chunk_folder):
         self._settings = settings.normalise_settings()
+        self._chunk_folder = chunk_folder
         self._rows_read = Metrics.counter("cloudzero", "rows_read")
         self._rows_rejected = Metrics.counter("cloudzero", "rows_rejected")
 
+    def setup(self):
+        memory.return_big_buffers()  # the months' rows and bodies the sink builds in this process
+
     def start_bundle(self):
         self._buffer = []
+        self._file, self._refs = None, []
 
     def process(self, element):
         if isinstance(element, CbfBatch):
@@ -280,16 +290,25 @@ class _NormaliseRows(beam.DoFn):
         source = normalise.SourceBatch(element.file, element.order, element.row_numbers)
         normalised = normalise.normalise_batch(element.batch, source, self._settings)
         self._rows_rejected.inc(len(normalised.rejects))
-        yield from normalised.chunks
+        self._keep(normalised.chunks)
         for record in normalised.rejects:
             yield beam.pvalue.TaggedOutput(REJECTED, record)
 
     def finish_bundle(self):
         for output in self._flush():
-            if isinstance(output, beam.pvalue.TaggedOutput):
-                yield beam.pvalue.TaggedOutput(output.tag, _global(output.value))
-            else:
-                yield _global(output)
+            yield beam.pvalue.TaggedOutput(output.tag, _global(output.value))
+        if self._file is not None:
+            self._file.close()  # before any reference to it leaves the bundle
+        refs, self._file, self._refs = self._refs, None, []
+        for ref in refs:
+            yield _global(ref)
+
+    def _keep(self, keyed_chunks):
+        """Append the chunks' rows to the bundle's chunk file; keep their references."""
+        for key, chunk in keyed_chunks:
+            if self._file is None:
+                self._file = chunk_files.ChunkFile(self._chunk_folder)
+            self._refs.append((key, self._file.add(chunk)))
 
     def _flush(self):
         buffered, self._buffer = self._buffer, []
@@ -299,7 +318,7 @@ class _NormaliseRows(beam.DoFn):
     def _emit(self, normalised):
         self._rows_read.inc(normalised.rows_in)
         self._rows_rejected.inc(len(normalised.rejects))
-        yield from normalised.chunks
+        self._keep(normalised.chunks)
         for record in normalised.rejects:
             yield beam.pvalue.TaggedOutput(REJECTED, record)
 

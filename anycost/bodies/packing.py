@@ -116,7 +116,7 @@ def plan_stream_month(connection_id, month, chunks, operation, max_body_bytes,
     if operation == "replace_hourly":
         hours = np.concatenate([np.frombuffer(c.hours, np.uint16) for c in chunks])
     if canonical and with_bodies:
-        rows, permutation = canonical_order(b"".join(c.json_rows() for c in chunks), lengths)
+        rows, permutation = canonical_order(joined_rows(chunks, int(lengths.sum())), lengths)
         lengths = lengths[permutation]
         hours = None if hours is None else hours[permutation]
     cuts, order = None, None
@@ -143,7 +143,7 @@ def plan_stream_month(connection_id, month, chunks, operation, max_body_bytes,
         return plan
 
     if rows is None:
-        rows = b"".join(c.json_rows() for c in chunks)
+        rows = joined_rows(chunks, int(lengths.sum()))
     if order is not None:
         rows, lengths = _reorder_rows(rows, lengths, order)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
@@ -154,6 +154,20 @@ def plan_stream_month(connection_id, month, chunks, operation, max_body_bytes,
         bodies.append(PlannedBody(connection_id, month, operation, seq, len(spans), end - start, body,
                                   idempotency_key(connection_id, month, operation, seq, body)))
     return dataclasses.replace(plan, bodies=bodies)
+
+
+def joined_rows(chunks, size):
+    """The chunks' rows, concatenated into one buffer of `size` bytes that is filled one chunk
+    at a time: a chunk's rows (read back from its chunk file) are let go as soon as they are
+    copied, so building a month never holds its rows twice."""
+    rows, position = bytearray(size), 0
+    for chunk in chunks:
+        piece = chunk.json_rows()
+        rows[position:position + len(piece)] = piece
+        position += len(piece)
+    if position != size:
+        raise ValueError(f"the chunks hold {position} bytes of rows, their lengths say {size}")
+    return rows
 
 
 # A row's cost as the packer writes it. Inside a JSON string every quote is escaped, so the
