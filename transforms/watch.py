@@ -36,7 +36,6 @@ from apache_beam.utils.windowed_value import WindowedValue
 from anycost import delivery
 
 from anycost.bodies import file_order, file_units
-from anycost.inputs import normalise
 from anycost.delivery.ledger import RunState
 from anycost.config import RowSettings
 from anycost.inputs import dead_letter
