@@ -153,3 +153,22 @@ def test_watch_sends_nothing_for_a_connection_whose_lease_another_run_holds(emul
     assert code == 1, printed
     assert emulator.stats()["post_count"] == 0
     assert f"process {os.getpid()} on host {socket.gethostname()}, started 2026-12-07T03:00:00Z" in printed
+
+
+@pytest.mark.parametrize("runner_name, spreads", [("FnApiRunner", False), ("BundleBasedDirectRunner", True)])
+def test_reads_spread_over_workers_except_on_the_in_process_runner(tmp_path, runner_name, spreads):
+    """Off the FnApiRunner (here another runner object, as Dataflow is) a Reshuffle spreads the files' reads over workers; on it (whose
+    streaming GroupByKey waits for the end of the watch) the reads only run side by side."""
+    import apache_beam as beam
+    from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from anycost.config import RunConfig
+    from transforms.watch import _WatchAndSend
+    runner = FnApiRunner() if runner_name == "FnApiRunner" else BundleBasedDirectRunner()
+    p = beam.Pipeline(runner=runner)
+    config = RunConfig(inputs=(str(tmp_path / "*.csv"),), connection_id="c1", watch=True, watch_timeout=1,
+                       poll_interval=1)
+    p | _WatchAndSend(config, str(tmp_path / "dead"), str(tmp_path / "results"), start=0)
+    labels = {t.full_label.split("/")[-1] for t in p.transforms_stack[0].parts[0].parts}
+    assert {"DiscoverFiles", "ReadFiles", "NumberFiles", "SendFiles"} <= labels
+    assert ("SpreadFiles" in labels) is spreads

@@ -107,7 +107,8 @@ def test_watch_builds_a_streaming_dataflow_job(dataflow_dry_run, bills, tmp_path
     assert "enable_streaming_engine" in job.experiments
     assert {"Watch", "Watch/Poll"} <= job.names
     classes = workers_load(job, tmp_path)
-    assert {"transforms.watch._DiscoverAndRead", "transforms.watch._SendFiles"} <= classes
+    assert {"transforms.watch._DiscoverFiles", "transforms.watch._ReadFiles", "transforms.watch._NumberFiles",
+            "transforms.watch._SendFiles"} <= classes
 
 
 def test_a_flex_template_launch_builds_the_job_on_dataflow_and_does_not_wait(dataflow_dry_run, bills, monkeypatch):

@@ -2,8 +2,11 @@
 
     PeriodicImpulse (every poll_interval, until the timeout)
       -> ListFiles: every file the patterns match now, with its identity (path, size, mtime)
-      -> _DiscoverAndRead (one key: files are found, read and numbered one at a time)
-           new files only, each read whole and gated alone; per connection a gap-free sequence
+      -> _DiscoverFiles (one key, cheap: new files only, each numbered in the order found)
+      -> SpreadFiles (a Reshuffle, so that files go to different workers; not on FnApiRunner)
+      -> _ReadFiles (stateless, in parallel: each file read whole and gated alone, several at
+           once per bundle; its dead letter and record written)
+      -> _NumberFiles (one key, small: back in file order; per connection a gap-free sequence)
       -> _SendFiles (keyed by connection: one request in flight; files sent in the order found)
 
 A fresh job sees every file that already matches: only the ledger (`state_path`) keeps a
@@ -14,21 +17,24 @@ the usual report when the job ends. `fileio.MatchContinuously` is not used: offl
 ignores the poll interval and misses files added later (see docs/command-line.md, "Watching
 for new files").
 """
+import collections
 import dataclasses
 import json
 import logging
+import os
 import time
 import typing
+from concurrent import futures
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms import userstate
 from apache_beam.transforms.periodicsequence import PeriodicImpulse
 from apache_beam.utils.timestamp import MAX_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
-from anycost.bodies import file_units
+from anycost.bodies import file_order, file_units
 from anycost.delivery import engine
-from anycost.inputs import normalise
 from anycost.delivery.ledger import RunState
 from anycost.config import RowSettings
 from anycost.inputs import dead_letter
@@ -66,44 +72,93 @@ def _write_json(path, record):
         handle.write(json.dumps(record, sort_keys=True).encode())
 
 
-@beam.typehints.with_output_types(typing.Tuple[str, typing.Any])
-class _DiscoverAndRead(beam.DoFn):
-    """("watch", [FileIdentity]) -> (connection, _FileUnit) for each new file.
+class _FileFound(typing.NamedTuple):
+    """A new file and its number: gap-free, in the order files were found."""
+    number: int
+    identity: file_units.FileIdentity
 
-    One key, so files are found and numbered one at a time: each connection's units get a
-    gap-free sequence the sender follows. A file's dead letter and its record go to fixed
-    paths named by its identity, so a replayed bundle rewrites them, never adds to them."""
+
+class _FileRead(typing.NamedTuple):
+    """What reading one file gives the numbering: its rows per connection, maybe none at all."""
+    number: int
+    identity: file_units.FileIdentity
+    parts: dict  # connection -> month -> [Chunk]; empty for a file with no rows
+    held: typing.Optional[str]
+
+
+@beam.typehints.with_output_types(_FileFound)
+class _DiscoverFiles(beam.DoFn):
+    """("watch", [FileIdentity]) -> _FileFound for each file not seen before.
+
+    One key, and cheap: only identities are compared and numbered, nothing is read. A
+    replayed bundle starts from the state its first attempt started from, so the same
+    listing gives the same numbers."""
     SEEN = userstate.BagStateSpec("seen", beam.coders.StrUtf8Coder())
     NEXT = userstate.ReadModifyWriteStateSpec("next", beam.coders.PickleCoder())
-
-    def __init__(self, settings: RowSettings, max_rejected_rows, dead_letter_prefix, results_dir):
-        self._settings = settings
-        self._limit = max_rejected_rows
-        self._dead_letter = dead_letter_prefix
-        self._results = results_dir
 
     def process(self, element, seen_state=beam.DoFn.StateParam(SEEN), next_state=beam.DoFn.StateParam(NEXT)):
         _, identities = element
         seen = set(seen_state.read())
-        following = next_state.read() or {}
+        number = next_state.read() or 0
         for identity in identities:
             if identity.text in seen:
                 continue
             seen.add(identity.text)
             seen_state.add(identity.text)
-            read = file_units.read_file(identity, self._settings, self._limit)
-            LOG.info("found %s: %d rows, %d rejected%s", identity.path, read.rows_read, len(read.rejects),
-                     f"; held back: {read.held}" if read.held else "")
-            dead_letter = self._write_dead_letter(read)
-            _write_json(FileSystems.join(self._results, FILES_DIR, identity.digest + ".json"), {
-                "path": identity.path, "identity": identity.text, "rows_read": read.rows_read,
-                "rows_rejected": len(read.rejects), "held": read.held, "file_error": read.file_error,
-                "dead_letter": dead_letter, "connections": sorted(read.chunks)})
-            for connection_id in sorted(read.chunks):
-                seq = following.get(connection_id, 0)
-                following[connection_id] = seq + 1
-                yield connection_id, _FileUnit(seq, identity, dict(read.chunks[connection_id]), read.held)
-        next_state.write(following)
+            yield _FileFound(number, identity)
+            number += 1
+        next_state.write(number)
+
+
+@beam.typehints.with_output_types(typing.Tuple[str, typing.Any])
+class _ReadFiles(beam.DoFn):
+    """_FileFound -> ("watch", _FileRead), every file, one with no rows too.
+
+    Stateless, so files spread over workers; inside a bundle, up to `threads` files are read
+    at once. Each file's dead letter and record go to fixed paths named by its identity, so a
+    replayed bundle rewrites them, never adds to them."""
+
+    def __init__(self, settings: RowSettings, max_rejected_rows, dead_letter_prefix, results_dir, threads=None):
+        self._settings = settings
+        self._limit = max_rejected_rows
+        self._dead_letter = dead_letter_prefix
+        self._results = results_dir
+        self._threads = threads or max(2, os.cpu_count() or 2)
+
+    def setup(self):
+        self._pool = futures.ThreadPoolExecutor(self._threads, thread_name_prefix="watch-read")
+
+    def teardown(self):
+        self._pool.shutdown(wait=False)
+
+    def start_bundle(self):
+        self._pending = collections.deque()
+
+    def process(self, found, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
+        self._pending.append((self._pool.submit(self._read, found), timestamp, window))
+        while self._pending and (self._pending[0][0].done() or len(self._pending) > self._threads):
+            yield self._output(*self._pending.popleft())
+
+    def finish_bundle(self):
+        while self._pending:
+            yield self._output(*self._pending.popleft())
+
+    @staticmethod
+    def _output(future, timestamp, window):
+        return WindowedValue(("watch", future.result()), timestamp, [window])
+
+    def _read(self, found):
+        identity = found.identity
+        read = file_units.read_file(identity, self._settings, self._limit)
+        LOG.info("found %s: %d rows, %d rejected%s", identity.path, read.rows_read, len(read.rejects),
+                 f"; held back: {read.held}" if read.held else "")
+        dead_letter = self._write_dead_letter(read)
+        _write_json(FileSystems.join(self._results, FILES_DIR, identity.digest + ".json"), {
+            "path": identity.path, "identity": identity.text, "rows_read": read.rows_read,
+            "rows_rejected": len(read.rejects), "held": read.held, "file_error": read.file_error,
+            "dead_letter": dead_letter, "connections": sorted(read.chunks)})
+        parts = {connection_id: dict(months) for connection_id, months in read.chunks.items()}
+        return _FileRead(found.number, identity, parts, read.held)
 
     def _write_dead_letter(self, read):
         if not read.rejects:
@@ -113,6 +168,31 @@ class _DiscoverAndRead(beam.DoFn):
             for record in read.rejects:
                 handle.write((dead_letter.dumps_reject(record) + "\n").encode())
         return path
+
+
+@beam.typehints.with_output_types(typing.Tuple[str, typing.Any])
+class _NumberFiles(beam.DoFn):
+    """("watch", _FileRead) -> (connection, _FileUnit), in the order the files were found.
+
+    One key, and small: it only orders. A file read before an earlier one waits in state
+    until the earlier one arrives; then each connection's files get their gap-free `seq`
+    (anycost.bodies.file_order)."""
+    ORDER = userstate.ReadModifyWriteStateSpec("order", beam.coders.PickleCoder())
+    WAITING = userstate.BagStateSpec("waiting", beam.coders.PickleCoder())
+
+    def process(self, element, order_state=beam.DoFn.StateParam(ORDER), waiting=beam.DoFn.StateParam(WAITING)):
+        _, read = element
+        order = order_state.read() or file_order.FileOrder()
+        arrived = list(waiting.read()) + [read]
+        order, ready, still_waiting = order.release(arrived, lambda f: f.number, lambda f: f.parts)
+        waiting.clear()
+        for early in still_waiting:
+            waiting.add(early)
+        order_state.write(order)
+        for numbered in ready:
+            file = numbered.file
+            yield numbered.connection_id, _FileUnit(numbered.seq, file.identity,
+                                                    file.parts[numbered.connection_id], file.held)
 
 
 class _SendFiles(beam.DoFn):
@@ -192,24 +272,39 @@ class _WatchAndSend(beam.PTransform):
     be picked up: write them elsewhere and rename them into place (locally), or upload them
     as finished objects (GCS)."""
 
-    def __init__(self, config, dead_letter_prefix, results_dir, start=None):
+    def __init__(self, config, dead_letter_prefix, results_dir, start=None, spread=None):
         super().__init__()
         self._config = config
         self._dead_letter = dead_letter_prefix
         self._results = results_dir
         self._start = start
+        self._spread = spread  # None: spread the reads over workers unless the runner cannot
 
     def expand(self, pbegin):
         c = self._config
         start = self._start if self._start is not None else time.time()
         stop = start + c.watch_timeout if c.watch_timeout else MAX_TIMESTAMP
         patterns = tuple(c.inputs)
-        return (pbegin
-                | "Poll" >> PeriodicImpulse(start_timestamp=start, stop_timestamp=stop,
-                                            fire_interval=c.poll_interval)
-                | "ListFiles" >> beam.Map(lambda _: ("watch", _list_files(patterns))).with_output_types(
-                    typing.Tuple[str, typing.Any])
-                | "DiscoverAndRead" >> beam.ParDo(_DiscoverAndRead(
+        spread = self._spread if self._spread is not None else _can_spread(pbegin.pipeline.runner)
+        found = (pbegin
+                 | "Poll" >> PeriodicImpulse(start_timestamp=start, stop_timestamp=stop,
+                                             fire_interval=c.poll_interval)
+                 | "ListFiles" >> beam.Map(lambda _: ("watch", _list_files(patterns))).with_output_types(
+                     typing.Tuple[str, typing.Any])
+                 | "DiscoverFiles" >> beam.ParDo(_DiscoverFiles()))
+        if spread:
+            found = found | "SpreadFiles" >> beam.Reshuffle()
+        return (found
+                | "ReadFiles" >> beam.ParDo(_ReadFiles(
                     c.normalise_settings(), c.max_rejected_rows, self._dead_letter, self._results))
+                | "NumberFiles" >> beam.ParDo(_NumberFiles())
                 | "SendFiles" >> beam.ParDo(_SendFiles(c, self._results)).with_input_types(
                     typing.Tuple[str, typing.Any]))
+
+
+def _can_spread(runner):
+    """Whether a Reshuffle passes each file on as it comes. Beam's in-process FnApiRunner
+    holds a streaming GroupByKey until the watch ends (nothing would be sent before), so
+    there the files of a bundle are only read side by side, on threads."""
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    return not isinstance(runner, FnApiRunner)
