@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.run                      # floor, naive Beam, pipeline on Parquet and CSV
     .venv/bin/python -m benchmarks.run --rows 200000 --only floor,pipeline-parquet
-    .venv/bin/python -m benchmarks.run --scaling            # the pipeline at 250k, 500k and 1M rows
+    .venv/bin/python -m benchmarks.run --scaling            # the pipeline at 1M, 4M and 10M rows (10 to 100 streams)
     .venv/bin/python -m benchmarks.run --streams            # 8 connections x 4 bodies at 200 ms a request
     .venv/bin/python -m benchmarks.run --profile            # the pipeline on Parquet under py-spy
     .venv/bin/python -m benchmarks.run --baseline main      # also the pipeline (Parquet) as committed on main
@@ -49,7 +49,10 @@ STREAM_COLUMN = generate.STREAM_COLUMN
 
 CONTENDERS = ("floor", "naive-beam", "pipeline-parquet", "pipeline-csv", "write-dicts", "write-batches")
 OPTIONAL_CONTENDERS = ("floor-keep-rows",)  # only with --only
-SCALING_ROWS = (250_000, 500_000, 1_000_000)
+SCALING_ROWS = (1_000_000, 4_000_000, 10_000_000)
+# Rows of one stream-month in the scaling data (≈18 MB of JSON): more rows mean more
+# connections, so that no stream-month passes CloudZero's 70 MB, as a real bill's would not.
+SCALING_ROWS_PER_STREAM_MONTH = 50_000
 STREAMS_CONNECTIONS = 8
 STREAMS_BODIES = 4
 STREAMS_LATENCY = 0.2
@@ -72,14 +75,20 @@ def log(message=""):
 # Data
 # --------------------------------------------------------------------------------------------
 
-def data_dir(rows, seed, root=DATA_DIR):
-    return os.path.join(root, f"rows-{rows}-seed-{seed}")
+def data_dir(rows, seed, root=DATA_DIR, connections=generate.DEFAULT_CONNECTIONS):
+    more = "" if connections == generate.DEFAULT_CONNECTIONS else f"-connections-{connections}"
+    return os.path.join(root, f"rows-{rows}-seed-{seed}{more}")
 
 
-def ensure_data(rows, seed, root=DATA_DIR):
-    path = data_dir(rows, seed, root)
-    expected = generate.ensure(path, rows=rows, seed=seed, log=log)
+def ensure_data(rows, seed, root=DATA_DIR, connections=generate.DEFAULT_CONNECTIONS, csv_copy=True):
+    path = data_dir(rows, seed, root, connections)
+    expected = generate.ensure(path, rows=rows, seed=seed, connections=connections, csv_copy=csv_copy, log=log)
     return path, expected
+
+
+def scaling_connections(rows, months=len(generate.DEFAULT_MONTHS)):
+    """Connections for `rows` so that a stream-month holds about SCALING_ROWS_PER_STREAM_MONTH."""
+    return max(generate.DEFAULT_CONNECTIONS, math.ceil(rows / (months * SCALING_ROWS_PER_STREAM_MONTH)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -539,11 +548,13 @@ def mode_compare(args, key, work_root):
 def mode_scaling(args, key, work_root):
     contenders = args.only or ["pipeline-parquet"]
     sizes = args.scaling_rows
-    log(f"\n== scaling: {', '.join(contenders)} at {', '.join(f'{n:,}' for n in sizes)} rows ==")
+    log(f"\n== scaling: {', '.join(contenders)} at {', '.join(f'{n:,}' for n in sizes)} rows, "
+        f"{SCALING_ROWS_PER_STREAM_MONTH:,} rows a stream-month ==")
     results = []
     with EmulatorProcess(key, os.path.join(work_root, "emulator.log")) as emulator:
         for rows in sizes:
-            data, expected = ensure_data(rows, args.seed, args.data)
+            data, expected = ensure_data(rows, args.seed, args.data, scaling_connections(rows),
+                                         csv_copy="pipeline-csv" in contenders)
             for name in contenders:
                 result = run_contender(name, data, expected, emulator, key,
                                        os.path.join(work_root, f"rows-{rows}"), args.timeout)
@@ -553,12 +564,13 @@ def mode_scaling(args, key, work_root):
     for name in contenders:
         runs = [r for r in results if r["contender"] == name]
         for r in runs:
-            table.append((name, f"{r['rows']:,}", f"{r['wall_s']:.1f}", f"{r['rows_per_s']:,}",
+            table.append((name, f"{r['rows']:,}", f"{scaling_connections(r['rows'])} x 2",
+                          f"{r['wall_s']:.1f}", f"{r['rows_per_s']:,}",
                           f"{1e6 * r['wall_s'] / r['rows']:.1f}", f"{r['peak_rss_mb']:,.0f}",
                           "OK" if r["verified"] else "MISMATCH"))
         if len(runs) >= 2:
             fits[name] = _linear_fit([r["rows"] for r in runs], [r["wall_s"] for r in runs])
-    log("\n" + render_table(("contender", "rows", "wall s", "rows/s", "µs/row", "peak RSS MB", "check"), table))
+    log("\n" + render_table(("contender", "rows", "streams x months", "wall s", "rows/s", "µs/row", "peak RSS MB", "check"), table))
     for name, fit in fits.items():
         log(f"{name}: wall ≈ {fit['fixed_s']:.1f} s + {fit['us_per_row']:.1f} µs × rows  (r² {fit['r2']:.4f})")
     return {"mode": "scaling", "seed": args.seed, "runs": results, "fits": fits}
