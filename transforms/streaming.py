@@ -202,7 +202,8 @@ class _SendPanes(beam.DoFn):
         s = self._settings
         self._ledger = RunState(s.state_path) if s.state_path else None
         self._client, self._key_error = _connect(s) if s.needs_api_key else (None, None)
-        self._engines, self._tally = {}, engine.Tally()
+        self._tally = engine.Tally()
+        self._engines = engine.Deliveries(s, self._client, self._key_error, self._ledger, self._tally)
 
     def teardown(self):
         if self._client is not None:
@@ -226,7 +227,7 @@ class _SendPanes(beam.DoFn):
         else:
             unit = engine.Unit(lambda: [hour_units.pane_plan(pane, s.operation, s.max_body_bytes)],
                                label=hour_units.pane_label(pane), held=reason, refused_prefix="")
-            sent = self._delivery(pane.connection_id).deliver([unit])
+            sent = self._engines[pane.connection_id].deliver([unit])
         self._tally.results(sent)
         _publish(self._tally)
         if self._after_send is not None:
@@ -255,13 +256,6 @@ class _SendPanes(beam.DoFn):
     def _unsent(self, pane, status, message):
         return delivery.BodyResult(pane.connection_id, pane.month, 0, 0, pane.row_count, len(pane.rows), status,
                                    message=message)
-
-    def _delivery(self, connection_id):
-        """The connection's engine, kept across panes: what CloudZero holds is read once."""
-        if connection_id not in self._engines:
-            self._engines[connection_id] = engine.ConnectionDelivery(
-                connection_id, self._settings, self._client, self._key_error, self._ledger, observer=self._tally)
-        return self._engines[connection_id]
 
 
 def _connect(settings):

@@ -211,7 +211,8 @@ class _SendFiles(beam.DoFn):
         c = self._config
         self._ledger = RunState(c.state_path) if c.state_path else None
         self._client, self._key_error = _connect(c) if c.needs_api_key else (None, None)
-        self._engines, self._tally = {}, engine.Tally()
+        self._tally = engine.Tally()
+        self._engines = engine.Deliveries(c, self._client, self._key_error, self._ledger, self._tally)
 
     def teardown(self):
         if self._client is not None:
@@ -240,7 +241,7 @@ class _SendFiles(beam.DoFn):
             made.extend(file_units.file_plans(unit.identity, connection_id, unit.months, c.operation,
                                               c.max_body_bytes))
             return made
-        results = self._delivery(connection_id).deliver([engine.Unit(
+        results = self._engines[connection_id].deliver([engine.Unit(
             plan, label=f"file-{unit.identity.digest}", held=unit.held, refused_prefix=f"{unit.identity.path}: ")])
         self._tally.results(results)
         _publish(self._tally)
@@ -249,13 +250,6 @@ class _SendFiles(beam.DoFn):
             "plans": [_plan_summary(plan) for plan in made],
             "results": [dataclasses.asdict(result) for result in results]})
         yield from results
-
-    def _delivery(self, connection_id):
-        """The connection's engine, kept across files: what CloudZero holds is read once."""
-        if connection_id not in self._engines:
-            self._engines[connection_id] = engine.ConnectionDelivery(
-                connection_id, self._config, self._client, self._key_error, self._ledger, observer=self._tally)
-        return self._engines[connection_id]
 
 
 def _plan_summary(plan):

@@ -226,3 +226,18 @@ class ConnectionDelivery:
                     continue
                 for body in plan.bodies:
                     yield unit, body
+
+
+class Deliveries(dict):
+    """A worker's `ConnectionDelivery` per connection, made on first use and kept across units,
+    so that what CloudZero holds is read once per connection (the streaming and --watch senders)."""
+
+    def __init__(self, settings, client, key_error, state, observer):
+        super().__init__()
+        self._made_with = (settings, client, key_error, state, observer)
+
+    def __missing__(self, connection_id):
+        settings, client, key_error, state, observer = self._made_with
+        made = self[connection_id] = ConnectionDelivery(connection_id, settings, client, key_error, state,
+                                                        observer=observer)
+        return made
