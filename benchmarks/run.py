@@ -5,7 +5,7 @@
     .venv/bin/python -m benchmarks.run --scaling            # the pipeline at 1M, 4M and 10M rows (10 to 100 streams)
     .venv/bin/python -m benchmarks.run --streams            # 8 connections x 4 bodies at 200 ms a request
     .venv/bin/python -m benchmarks.run --profile            # the pipeline on Parquet under py-spy
-    .venv/bin/python -m benchmarks.run --baseline main      # also the pipeline (Parquet) as committed on main
+    .venv/bin/python -m benchmarks.run --baseline main      # also the connector's contenders as committed on main
 
 Data is generated once per (rows, seed) into benchmarks/data/ and reused. The AnyCost emulator
 runs as a subprocess on 127.0.0.1 in throughput mode (it counts rows and sums costs exactly, it
@@ -47,7 +47,10 @@ PYTHON = sys.executable
 CODE_DIR = ROOT
 STREAM_COLUMN = generate.STREAM_COLUMN
 
-CONTENDERS = ("floor", "naive-beam", "pipeline-parquet", "pipeline-csv", "write-dicts", "write-batches")
+CONTENDERS = ("floor", "naive-beam", "pipeline-parquet", "pipeline-csv", "write-dicts", "write-batches",
+              "source-dicts", "source-batches")
+# Contenders that also run on a baseline's code with --baseline (the connector's own paths).
+BASELINE_CONTENDERS = ("pipeline-parquet", "write-dicts", "write-batches")
 OPTIONAL_CONTENDERS = ("floor-keep-rows",)  # only with --only
 SCALING_ROWS = (1_000_000, 4_000_000, 10_000_000)
 # Rows of one stream-month in the scaling data (≈18 MB of JSON): more rows mean more
@@ -302,9 +305,9 @@ def contender_command(name, data, url, work, max_body_bytes=None, extra=()):
                    # each run sends the rows afresh: a ledger of its own (a real run writes one too)
                    "--state_path", tempfile.mkdtemp(prefix="ledger-", dir=work),
                    "--runner=DirectRunner"] + list(extra))
-    if name in ("write-dicts", "write-batches"):
-        return [PYTHON, "-m", "benchmarks.write_to_anycost", "--input", parquet, "--elements",
-                name.split("-")[1]] + common
+    if name in ("write-dicts", "write-batches", "source-dicts", "source-batches"):
+        return ([PYTHON, "-m", "benchmarks.write_to_anycost", "--input", parquet, "--elements",
+                 name.split("-")[1]] + common + (["--sink", "count"] if name.startswith("source-") else []))
     raise ValueError(f"unknown contender {name!r}; known: {', '.join(CONTENDERS)}")
 
 
@@ -358,7 +361,14 @@ def run_contender(name, data, expected, emulator, key, work_root, timeout, max_b
     result["emulator"] = emulator_summary(stats)
     if cpu_before is not None and cpu_after is not None:
         result["emulator"]["cpu_s"] = round(cpu_after - cpu_before, 2)
-    problems = verify(stats, expected)
+    printed = last_json_line(os.path.join(work, "output.log"))
+    if printed:
+        result["child_says"] = printed
+    if name.startswith("source-"):  # the source alone: its rows counted, nothing sent
+        counted = (printed or {}).get("rows")
+        problems = [] if counted == expected["rows"] else [f"the source gave {counted} rows, not {expected['rows']}"]
+    else:
+        problems = verify(stats, expected)
     if result["exit_code"] != 0:
         problems.insert(0, f"exit code {result['exit_code']}" + (" (timed out)" if result["timed_out"] else "")
                         + f"; see {result['log']}")
@@ -368,9 +378,6 @@ def run_contender(name, data, expected, emulator, key, work_root, timeout, max_b
     if name.startswith("pipeline"):
         result["phases"] = pipeline_phases(os.path.join(work, "output.log"), result["started_at"])
         result["rss_at_first_post_mb"] = _rss_at(result["rss_timeline"], (result["phases"] or {}).get("first_post_s"))
-    printed = last_json_line(os.path.join(work, "output.log"))
-    if printed:
-        result["child_says"] = printed
     return result
 
 
@@ -415,14 +422,47 @@ def compare_table(summary):
         ratio = f"{entry['wall_s'] / floor['wall_s']:.2f}" if floor else "-"
         rows.append((name, f"{entry['wall_s']:.1f}", f"{entry['rows_per_s']:,}", f"{entry['peak_rss_mb']:,.0f}",
                      f"{entry['cpu_s']:.1f}", ratio, entry["bodies"], "OK" if entry["verified"] else "MISMATCH"))
-    return render_table(("contender", "wall s", "rows/s", "peak RSS MB", "CPU s", "x floor", "bodies", "check"), rows)
+    table = render_table(("contender", "wall s", "rows/s", "peak RSS MB", "CPU s", "x floor", "bodies", "check"),
+                         rows)
+    shares = write_shares(summary)
+    if shares:
+        table += "\n\nWriteToAnyCost's own time (its wall minus the same source run alone, source-dicts or source-batches):\n" + render_table(
+            ("code", "dicts s", "batches s", "dicts / batches"),
+            [(code, f"{share['dicts_s']:.1f}", f"{share['batches_s']:.1f}", f"{share['ratio']:.2f}")
+             for code, share in shares.items()])
+    return table
+
+
+def write_shares(summary):
+    """{code: WriteToAnyCost's seconds fed dicts and fed record batches, less each source's
+    own seconds (source-dicts, source-batches), and their ratio}, for this code ("this") and
+    any baseline ("@main")."""
+    sources = {kind: summary.get(f"source-{kind}") for kind in ("dicts", "batches")}
+    if not all(sources.values()):
+        return {}
+    shares = {}
+    for name in summary:
+        if not name.startswith("write-dicts"):
+            continue
+        suffix = name[len("write-dicts"):]
+        batches = summary.get("write-batches" + suffix)
+        if not batches:
+            continue
+        dicts_s = summary[name]["wall_s"] - sources["dicts"]["wall_s"]
+        batches_s = batches["wall_s"] - sources["batches"]["wall_s"]
+        shares[suffix or "this"] = {"dicts_s": round(dicts_s, 2), "batches_s": round(batches_s, 2),
+                                    "ratio": round(dicts_s / batches_s, 2) if batches_s > 0 else None}
+    return shares
 
 
 def summarise_runs(results):
     """{contender: median wall over repeats, max RSS, ...} in CONTENDERS order."""
     summary = {}
-    baselines = sorted({r["contender"] for r in results if "@" in r["contender"]})
-    for name in CONTENDERS[:3] + tuple(baselines) + CONTENDERS[3:] + OPTIONAL_CONTENDERS:
+    names = [r["contender"] for r in results]
+    ordered = []
+    for name in CONTENDERS + OPTIONAL_CONTENDERS:  # each contender, then its baselines
+        ordered += [name] + sorted({n for n in names if n.startswith(name + "@")})
+    for name in ordered:
         runs = [r for r in results if r["contender"] == name]
         if not runs:
             continue
@@ -479,15 +519,17 @@ def snapshot_code(target):
 
 
 def code_fingerprint(root=ROOT):
-    """sha256 (12 hex digits) over the .py files of pipeline/ and transforms/ under `root`."""
+    """sha256 (12 hex digits) over the .py files of the packages under test (subfolders too) under `root`."""
     import hashlib
     digest = hashlib.sha256()
     for package in PACKAGES_UNDER_TEST:
-        folder = os.path.join(root, package)
-        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-            if name.endswith(".py"):
-                with open(os.path.join(folder, name), "rb") as handle:
-                    digest.update(name.encode() + b"\0" + handle.read() + b"\0")
+        for folder, subfolders, names in sorted(os.walk(os.path.join(root, package))):
+            subfolders[:] = sorted(d for d in subfolders if d != "__pycache__")
+            for name in sorted(names):
+                if name.endswith(".py"):
+                    path = os.path.join(folder, name)
+                    with open(path, "rb") as handle:
+                        digest.update(os.path.relpath(path, root).encode() + b"\0" + handle.read() + b"\0")
     return digest.hexdigest()[:12]
 
 
@@ -519,11 +561,15 @@ def mode_compare(args, key, work_root):
     data, expected = ensure_data(args.rows, args.seed, args.data)
     contenders = args.only or list(CONTENDERS)
     code_dirs = {}
-    if args.baseline:
-        name = f"pipeline-parquet@{args.baseline}"
-        code_dirs[name], baseline_commit = export_baseline(args.baseline, work_root)
-        where = contenders.index("pipeline-parquet") + 1 if "pipeline-parquet" in contenders else len(contenders)
-        contenders = contenders[:where] + [name] + contenders[where:]
+    if args.baseline:  # each of the connector's own contenders also on the baseline's code, just after it
+        baseline_code, baseline_commit = export_baseline(args.baseline, work_root)
+        with_baselines = []
+        for name in contenders:
+            with_baselines.append(name)
+            if name in BASELINE_CONTENDERS:
+                with_baselines.append(f"{name}@{args.baseline}")
+                code_dirs[with_baselines[-1]] = baseline_code
+        contenders = with_baselines
     log(f"\n== side by side: {expected['rows']:,} rows, {expected['connections']} connections x "
         f"{len(expected['months'])} months, ≈{expected['json_bytes_per_row']} bytes of JSON per row ==")
     results = []
@@ -721,7 +767,8 @@ def parse(argv):
     parser.add_argument("--compare", action="store_true",
                         help="also run the side-by-side comparison when --scaling/--streams/--profile is given")
     parser.add_argument("--baseline", metavar="GIT_REF", default=None,
-                        help="also run the pipeline (Parquet) on the code committed at GIT_REF, e.g. main")
+                        help="also run pipeline-parquet, write-dicts and write-batches on the code committed at "
+                             "GIT_REF, e.g. main: a before/after table")
     parser.add_argument("--data", default=DATA_DIR, help="where generated data is cached")
     parser.add_argument("--results", default=RESULTS_DIR)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds before a child is killed")

@@ -9,6 +9,9 @@ and hands WriteToAnyCost either one dict of Python values per row (`Decimal`, aw
 the typed columns (the fast path). Making the dicts is part of the timed run, as it is part
 of a user's. On Beam's in-process FnApiRunner, pinned. Prints one JSON line with the result
 PCollections' sizes; exits 1 unless every body was delivered and no row was rejected.
+
+With `--sink count` the same source runs with nothing after it (its rows counted by a
+metric): the source's own time, which `benchmarks.run` subtracts to show WriteToAnyCost's.
 """
 import argparse
 import glob
@@ -19,15 +22,20 @@ import tempfile
 
 import apache_beam as beam
 import pyarrow.parquet as pq
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from transforms import WriteToAnyCost
 
 BATCH_ROWS = 65_536
+ROWS_READ = Metrics.counter("benchmark", "rows_read")
 
 
 def record_batches(path):
-    yield from pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, use_threads=False)
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, use_threads=False):
+        ROWS_READ.inc(batch.num_rows)
+        yield batch
 
 
 def dict_rows(path):
@@ -40,6 +48,16 @@ def write_counts(_, path, delivered, failed, rejected):
         json.dump({"delivered": delivered, "failed": failed, "rejected": rejected}, handle)
 
 
+def count_only(p):
+    """The source alone: its output has no consumer, so only the source runs; its rows are
+    counted by a metric it increments once a batch, as it does under WriteToAnyCost."""
+    result = p.run()
+    result.wait_until_finish()
+    counters = result.metrics().query(MetricsFilter().with_namespace("benchmark").with_name("rows_read"))["counters"]
+    print(json.dumps({"sink": "count", "rows": sum(c.committed for c in counters)}), flush=True)
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.write_to_anycost")
     parser.add_argument("--input", required=True)
@@ -47,6 +65,8 @@ def main(argv=None):
     parser.add_argument("--api_url", required=True)
     parser.add_argument("--elements", choices=("dicts", "batches"), required=True)
     parser.add_argument("--max_body_bytes", type=int, default=5_000_000)
+    parser.add_argument("--sink", choices=("write", "count"), default="write",
+                        help="write: WriteToAnyCost (default); count: the source alone, its rows counted")
     args = parser.parse_args(argv)
     paths = sorted(glob.glob(args.input))
     counts_path = os.path.join(tempfile.mkdtemp(prefix="write-to-anycost-"), "counts.json")
@@ -55,6 +75,8 @@ def main(argv=None):
     rows = (p
             | "Files" >> beam.Create(paths)
             | "Read" >> beam.FlatMap(dict_rows if args.elements == "dicts" else record_batches))
+    if args.sink == "count":
+        return count_only(p)
     result = rows | "WriteToAnyCost" >> WriteToAnyCost(stream_column=args.stream_column, api_url=args.api_url,
                                                        max_body_bytes=args.max_body_bytes)
     sizes = {name: getattr(result, name) | f"Count{name}" >> beam.combiners.Count.Globally()

@@ -67,6 +67,26 @@ def test_contender_delivers_exactly_the_expected_totals(contender, data, emulato
     assert result["peak_rss_mb"] > 0 and result["wall_s"] > 0
 
 
+@pytest.mark.parametrize("contender", ["source-dicts", "source-batches"])
+def test_a_source_alone_counts_every_row_and_sends_nothing(contender, data, emulator, tmp_path):
+    out, expected = data
+    result = run.run_contender(contender, out, expected, emulator, KEY, str(tmp_path), timeout=120)
+    assert result["exit_code"] == 0 and result["verified"], result["problems"]
+    assert result["child_says"] == {"sink": "count", "rows": ROWS}
+    assert emulator.stats()["post_count"] == 0
+
+
+def test_write_shares_subtract_each_source_and_pair_each_baseline():
+    entry = lambda wall: {"wall_s": wall}  # noqa: E731
+    summary = {"write-dicts": entry(30.0), "write-batches": entry(12.0), "write-dicts@main": entry(40.0),
+               "write-batches@main": entry(13.0), "source-dicts": entry(15.0), "source-batches": entry(2.0)}
+    assert run.write_shares(summary) == {
+        "this": {"dicts_s": 15.0, "batches_s": 10.0, "ratio": 1.5},
+        "@main": {"dicts_s": 25.0, "batches_s": 11.0, "ratio": 2.27}}
+    del summary["source-batches"]
+    assert run.write_shares(summary) == {}
+
+
 def test_verify_reports_a_wrong_cost_as_a_mismatch(data):
     _, expected = data
     stats = {"totals": json.loads(json.dumps(expected["streams"])), "concurrency_violations": 0}
@@ -94,3 +114,20 @@ def test_the_faults_benchmark_runs_exactly_once_and_a_rerun_with_the_ledger_post
     assert lines["two runs at once, one ledger"].rstrip().endswith("exact")
     crash = next(line for line in printed.splitlines() if line.startswith("crash loop: 2 SIGKILLs"))
     assert crash.rstrip().endswith("exact")
+
+
+def test_a_baseline_is_the_committed_code_and_sits_beside_its_contender(tmp_path):
+    """--baseline REF: the connector's packages as committed at REF, and each baseline run
+    summarised right after the same contender on this code."""
+    target, commit = run.export_baseline("HEAD", str(tmp_path))
+    assert commit and os.path.isfile(os.path.join(target, "anycost", "delivery", "engine.py"))
+    assert os.path.isfile(os.path.join(target, "transforms", "write.py"))
+    assert not os.path.exists(os.path.join(target, "tests"))
+
+    def result(name, wall):
+        return {"contender": name, "rows": 10, "wall_s": wall, "peak_rss_mb": 1.0, "cpu_s": 1.0,
+                "emulator": {"bodies": 1}, "verified": True}
+    results = [result("write-batches@HEAD", 4.0), result("write-dicts", 2.0), result("write-dicts@HEAD", 3.0),
+               result("pipeline-parquet@HEAD", 5.0), result("pipeline-parquet", 6.0), result("write-batches", 1.0)]
+    assert list(run.summarise_runs(results)) == ["pipeline-parquet", "pipeline-parquet@HEAD", "write-dicts",
+                                                 "write-dicts@HEAD", "write-batches", "write-batches@HEAD"]
