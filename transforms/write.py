@@ -171,15 +171,14 @@ class WriteToAnyCost(beam.PTransform):
         return {name: DisplayDataItem(value, label=name) for name, value in shown.items() if value is not None}
 
     def expand(self, pcoll):
-        pcoll = pcoll | "AsCbfRows" >> beam.Map(_as_cbf_element, self._column_map)
         if pcoll.is_bounded is False:
-            return self._expand_unbounded(pcoll)
+            return self._expand_unbounded(pcoll | "AsCbfRows" >> beam.Map(_as_cbf_element, self._column_map))
         settings = self._settings
         if not isinstance(pcoll.windowing.windowfn, GlobalWindows):  # one window: one gate, one key per connection
             pcoll = pcoll | "GlobalWindow" >> beam.WindowInto(GlobalWindows())
         chunk_folder = _chunk_folder(pcoll.pipeline)
         normalised = (pcoll
-                      | "Normalise" >> beam.ParDo(_NormaliseRows(settings, chunk_folder)).with_outputs(
+                      | "Normalise" >> beam.ParDo(_NormaliseRows(settings, chunk_folder, self._column_map)).with_outputs(
                           REJECTED, FILE_ERRORS, main="chunks"))
         rejected = normalised[REJECTED]
         holds = (normalised[FILE_ERRORS]
@@ -245,11 +244,15 @@ class _NormaliseRows(beam.DoFn):
     `finish_bundle` and only then are the references emitted, so the shuffles carry row
     lengths, never rows. Tagged `rejected`: a record per rejected row; `file_errors`: why a
     file of a CbfBatch broke part-way. Expects the global window (the bounded path re-windows
-    first): what a bundle gathered is emitted from `finish_bundle` there."""
+    first): what a bundle gathered is emitted from `finish_bundle` there.
 
-    def __init__(self, settings, chunk_folder):
+    Schema'd rows and `column_map` are applied here (`_as_cbf_element`), not in a step of
+    their own: with a dict per row, every step costs Beam's per-element overhead."""
+
+    def __init__(self, settings, chunk_folder, column_map=()):
         self._settings = settings.normalise_settings()
         self._chunk_folder = chunk_folder
+        self._column_map = column_map
         self._rows_read = Metrics.counter("cloudzero", "rows_read")
         self._rows_rejected = Metrics.counter("cloudzero", "rows_rejected")
 
@@ -261,6 +264,14 @@ class _NormaliseRows(beam.DoFn):
         self._file, self._refs = None, []
 
     def process(self, element):
+        # Not a generator: the common case, a dict per row, returns None and costs no
+        # generator object, since it is a million calls for a million rows.
+        if type(element) is dict and not self._column_map:  # pylint: disable=unidiomatic-typecheck
+            self._buffer.append(element)
+            return self._flush() if len(self._buffer) >= ROWS_PER_BATCH else None
+        return self._process_element(_as_cbf_element(element, self._column_map))
+
+    def _process_element(self, element):
         if isinstance(element, CbfBatch):
             yield from self._cbf_batch(element)
         elif isinstance(element, dict):

@@ -51,23 +51,21 @@ def rows_to_text(rows, extra_columns=(), cbf_columns_only=True) -> TextRows:
     every column is kept as text."""
     n = len(rows)
     problems = _RowProblems(n)
-    key_sets = set(map(tuple, rows))  # usually one: every row has the same columns
-    names = list(dict.fromkeys(key for keys in key_sets for key in keys))
-    everywhere = set.intersection(*map(set, key_sets)) if key_sets else set()
+    names, values = _columns_of(rows)
     for name in names:
         if not isinstance(name, str):
             problems.add_rows([i for i, row in enumerate(rows) if name in row],
                               f"column name {name!r} is not text")
-    names = [name for name in names if isinstance(name, str)]
     columns, kinds, unrenderable = [], [], {}
-    for name in names:
-        column = (list(map(operator.itemgetter(name), rows)) if name in everywhere
-                  else [row.get(name) for row in rows])
+    for name, column in zip(names, values):
+        if not isinstance(name, str):
+            continue
         text, kind, bad = _column_to_text(name, column, problems)
         columns.append(text)
         kinds.append(kind)
         if bad is not None:
             unrenderable[name] = (column, bad)
+    names = [name for name in names if isinstance(name, str)]
     if cbf_columns_only:
         _reject_unknown_columns(names, columns, extra_columns, problems)
     batch = _text_batch(names, columns, kinds, n)
@@ -86,6 +84,24 @@ def rows_to_text(rows, extra_columns=(), cbf_columns_only=True) -> TextRows:
         return shown_values
 
     return problems.split(batch, shown)
+
+
+def _columns_of(rows):
+    """(column names, a list of values per column, None where a row has no such key).
+
+    Usually every row has the first row's keys: rows of one length that all hold them have
+    exactly those keys, which is cheaper to check than gathering every row's key set."""
+    first = list(rows[0]) if rows else []
+    if len(set(map(len, rows))) == 1:
+        try:
+            return first, [list(map(operator.itemgetter(name), rows)) for name in first]
+        except KeyError:
+            pass
+    key_sets = set(map(tuple, rows))
+    names = list(dict.fromkeys(key for keys in key_sets for key in keys))
+    everywhere = set.intersection(*map(set, key_sets)) if key_sets else set()
+    return names, [list(map(operator.itemgetter(name), rows)) if name in everywhere
+                   else [row.get(name) for row in rows] for name in names]
 
 
 def record_batch_to_text(batch: pa.RecordBatch, extra_columns=()) -> TextRows:
@@ -204,7 +220,8 @@ def _column_to_text(name, column, problems):
         if code == _NONE:
             return pa.nulls(len(column), _STRING), None, None
         if code != _OTHER:
-            text, kind, bad = _render_group(name, code, column, problems, np.arange(len(column)))
+            text, kind, bad = _render_group(name, code, column, problems, np.arange(len(column)),
+                                            has_none=type(None) in types)
             return text, kind, bad
     codes = np.fromiter(map(codes_of.__getitem__, map(type, column)), np.int8, len(column))
     text = pa.nulls(len(column), _STRING)
@@ -220,7 +237,7 @@ def _column_to_text(name, column, problems):
             bad_all[positions] = True
             continue
         group = [column[i] for i in positions]
-        group_text, kind, bad = _render_group(name, code, group, problems, positions)
+        group_text, kind, bad = _render_group(name, code, group, problems, positions, has_none=False)
         if bad is not None:
             bad_all[positions] |= bad
         kinds.add(kind)
@@ -231,9 +248,9 @@ def _column_to_text(name, column, problems):
     return text, kind, bad_all if bad_all.any() else None
 
 
-def _render_group(name, code, values, problems, positions):
-    """Values of one kind (and None) as text: (array, kind, mask of bad values or None).
-    `positions` maps the group's values back to rows, for reasons."""
+def _render_group(name, code, values, problems, positions, has_none=True):
+    """Values of one kind (and None, if `has_none`) as text: (array, kind, mask of bad values
+    or None). `positions` maps the group's values back to rows, for reasons."""
     if code == _STR:
         return pa.array(values, _STRING), None, None
     if code == _INT:
@@ -252,7 +269,7 @@ def _render_group(name, code, values, problems, positions):
         text, kind = typed_text.text_and_kind(floats)
         return text, kind, bad if bad.any() else None
     if code == _DECIMAL:
-        present = [v for v in values if v is not None] if None in values else values
+        present = [v for v in values if v is not None] if has_none else values
         text = pa.array(list(map(format, present, itertools.repeat("f"))), _STRING)
         if len(present) != len(values):
             text = pc.replace_with_mask(pa.nulls(len(values), _STRING),
