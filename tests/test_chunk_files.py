@@ -225,3 +225,22 @@ def test_big_buffers_go_back_to_the_system_on_glibc():
     expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert memory.return_big_buffers() is expected
     assert memory.return_big_buffers() is expected  # once per process; a second call changes nothing
+
+
+def test_arrow_allocates_from_the_system_pool_unless_the_process_chose_one():
+    """Run in a child, so that this process's pool stays as it is."""
+    import platform
+    import subprocess
+    import sys
+    if not (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"):
+        pytest.skip("the system pool is only chosen where glibc returns big buffers")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    probe = ("import pyarrow as pa; from anycost import memory; memory.return_big_buffers(); "
+             "print(pa.default_memory_pool().backend_name)")
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    chosen = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True,
+                            cwd=repo)
+    assert chosen.stdout.strip() == "system"
+    kept = subprocess.run([sys.executable, "-c", probe], env=dict(env, ARROW_DEFAULT_MEMORY_POOL="mimalloc"),
+                          capture_output=True, text=True, check=True, cwd=repo)
+    assert kept.stdout.strip() == "mimalloc"

@@ -10,7 +10,7 @@ from apache_beam.transforms.window import GlobalWindow, GlobalWindows
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from anycost import cbf, config, memory
+from anycost import cbf, config, in_order, memory
 from anycost.inputs import chunk_files, normalise, rows, sources
 from anycost.outcomes import report
 from transforms import result as results
@@ -262,6 +262,7 @@ class _NormaliseRows(beam.DoFn):
     def start_bundle(self):
         self._buffer = []
         self._file, self._refs = None, []
+        self._work = in_order.InOrder()  # batches normalised on the process's cores, kept in order
 
     def process(self, element):
         # Not a generator: the common case, a dict per row, returns None and costs no
@@ -279,10 +280,10 @@ class _NormaliseRows(beam.DoFn):
             if len(self._buffer) >= ROWS_PER_BATCH:
                 yield from self._flush()
         elif isinstance(element, pa.RecordBatch):
-            yield from self._emit(rows.normalise_record_batch(element, self._settings))
+            yield from self._queue(rows.normalise_record_batch, element, self._settings)
         elif isinstance(element, pa.Table):
             for batch in element.to_batches():
-                yield from self._emit(rows.normalise_record_batch(batch, self._settings))
+                yield from self._queue(rows.normalise_record_batch, batch, self._settings)
         else:
             self._rows_read.inc()
             self._rows_rejected.inc()
@@ -294,19 +295,17 @@ class _NormaliseRows(beam.DoFn):
     def _cbf_batch(self, element):
         """Validated as the command line validates a file's batch: the same chunks, in file
         order. `ReadCbf` counted the rows read and those it refused (Beam metrics) already."""
-        if element.file_error:
-            yield beam.pvalue.TaggedOutput(FILE_ERRORS, element.file_error)
-        for record in element.rejects:
-            yield beam.pvalue.TaggedOutput(REJECTED, record)
+        before = [beam.pvalue.TaggedOutput(FILE_ERRORS, element.file_error)] if element.file_error else []
+        before += [beam.pvalue.TaggedOutput(REJECTED, record) for record in element.rejects]
         source = normalise.SourceBatch(element.file, element.order, element.row_numbers)
-        normalised = normalise.normalise_batch(element.batch, source, self._settings)
-        self._rows_rejected.inc(len(normalised.rejects))
-        self._keep(normalised.chunks)
-        for record in normalised.rejects:
-            yield beam.pvalue.TaggedOutput(REJECTED, record)
+        yield from self._queue(normalise.normalise_batch, element.batch, source, self._settings,
+                               before=before, rows_counted=True)
 
     def finish_bundle(self):
-        for output in self._flush():
+        outputs = list(self._flush())
+        for note, normalised in self._work.drain():
+            outputs.extend(self._emit(note, normalised))
+        for output in outputs:
             yield beam.pvalue.TaggedOutput(output.tag, _global(output.value))
         if self._file is not None:
             self._file.close()  # before any reference to it leaves the bundle
@@ -324,10 +323,20 @@ class _NormaliseRows(beam.DoFn):
     def _flush(self):
         buffered, self._buffer = self._buffer, []
         if buffered:
-            yield from self._emit(rows.normalise_rows(buffered, self._settings))
+            yield from self._queue(rows.normalise_rows, buffered, self._settings)
 
-    def _emit(self, normalised):
-        self._rows_read.inc(normalised.rows_in)
+    def _queue(self, normalise_fn, *args, before=(), rows_counted=False):
+        """`normalise_fn(*args)` on the shared pool; emit whatever earlier work is now due, in order."""
+        for note, normalised in self._work.submit(normalise_fn, *args, note=(before, rows_counted)):
+            yield from self._emit(note, normalised)
+
+    def _emit(self, note, normalised):
+        """A batch's outputs, in this bundle's thread (Beam's metrics and outputs live there):
+        what came with the batch (read rejects, a file error), then its chunks and rejects."""
+        before, rows_counted = note
+        yield from before
+        if not rows_counted:  # ReadCbf counted a CbfBatch's rows read already
+            self._rows_read.inc(normalised.rows_in)
         self._rows_rejected.inc(len(normalised.rejects))
         self._keep(normalised.chunks)
         for record in normalised.rejects:

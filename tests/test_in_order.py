@@ -1,0 +1,59 @@
+"""anycost.in_order: work on the process's cores, results back in submission order."""
+import concurrent.futures
+import threading
+import time
+
+import pytest
+
+from anycost import in_order
+
+
+@pytest.fixture
+def pool():
+    with concurrent.futures.ThreadPoolExecutor(4) as executor:
+        yield executor
+
+
+def test_results_come_back_in_submission_order_whatever_finishes_first(pool):
+    work = in_order.InOrder(in_flight=3, pool=pool)
+    delays = [0.2, 0.0, 0.1, 0.0, 0.15, 0.0]
+    got = []
+    for index, delay in enumerate(delays):
+        got += work.submit(lambda i, d: (time.sleep(d), i)[1], index, delay, note=f"n{index}")
+    got += work.drain()
+    assert got == [(f"n{i}", i) for i in range(len(delays))]
+
+
+def test_no_more_than_in_flight_pieces_are_pending(pool):
+    work = in_order.InOrder(in_flight=2, pool=pool)
+    assert work.submit(lambda: 1) == []
+    assert work.submit(lambda: 2) == []
+    assert work.submit(lambda: 3) == [(None, 1)]  # the third pushes the oldest out
+    assert work.drain() == [(None, 2), (None, 3)]
+    assert work.drain() == []
+
+
+def test_pieces_overlap_on_the_pool(pool):
+    """Two pieces that each wait for the other can only both finish if they run at once."""
+    both = threading.Barrier(2, timeout=5)
+    work = in_order.InOrder(in_flight=2, pool=pool)
+    work.submit(both.wait)
+    work.submit(both.wait)
+    assert len(work.drain()) == 2  # a BrokenBarrierError here would mean they ran one by one
+
+
+def test_an_error_is_raised_in_the_callers_thread_when_its_turn_comes(pool):
+    def fail():
+        raise ValueError("bad batch")
+    work = in_order.InOrder(in_flight=1, pool=pool)
+    work.submit(lambda: "first")
+    assert work.submit(fail) == [(None, "first")]
+    with pytest.raises(ValueError, match="bad batch"):
+        work.drain()
+
+
+def test_on_one_core_work_runs_inline(monkeypatch):
+    monkeypatch.setattr(in_order.os, "cpu_count", lambda: 1)
+    work = in_order.InOrder()
+    caller = threading.get_ident()
+    assert work.submit(threading.get_ident, note="x") == [("x", caller)]
