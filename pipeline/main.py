@@ -415,6 +415,7 @@ def _run_watch(config, options, runner_name, local, wait):
     import apache_beam as beam
     from apache_beam.options.pipeline_options import StandardOptions
     from pipeline import watch
+    from transforms import chunk_files as chunk_folders
 
     options.view_as(StandardOptions).streaming = True
     dead_letter, report_target, run_folder = _locations(config, options, local)
@@ -436,6 +437,9 @@ def _run_watch(config, options, runner_name, local, wait):
         LOG.debug("the Beam job failed", exc_info=True)
         raise JobFailed(f"the watch job did not finish ({type(err).__name__}: {str(err).strip()[:300]}); "
                         "with --state_path, a restarted watcher sends nothing twice") from None
+    finally:
+        if wait:  # files not yet sent are read again by a restarted watcher, not from here
+            chunk_folders._remove_left_over(p)
     report, text = watch.finish(config, results_dir, report_target)
     print(text, flush=True)
     print(_where_outputs_are(report, report_target, run_folder, config), flush=True)

@@ -64,8 +64,7 @@ def build_report(config, results_dir):
     stats = (sum(f["rows_read"] for f in found), sum(f["rows_rejected"] for f in found),
              sum(1 for f in found if f["file_error"]))
     summaries = _merged_summaries([plan for unit in units for plan in unit["plans"]])
-    results = [delivery.BodyResult(**{k: tuple(v) if isinstance(v, list) else v for k, v in result.items()})
-               for unit in units for result in unit["results"]]
+    results = [delivery.from_record(result) for unit in units for result in unit["results"]]
     report = run_report.build(config, stats, summaries, results,
                               [f["dead_letter"] for f in found if f["dead_letter"]],
                               [f["file_error"] for f in found if f["file_error"]], gated_per_unit=True)

@@ -172,3 +172,72 @@ def test_reads_spread_over_workers_except_on_the_in_process_runner(tmp_path, run
     labels = {t.full_label.split("/")[-1] for t in p.transforms_stack[0].parts[0].parts}
     assert {"DiscoverFiles", "ReadFiles", "NumberFiles", "SendFiles"} <= labels
     assert ("SpreadFiles" in labels) is spreads
+
+
+def test_watch_keeps_a_files_rows_in_chunk_files_and_leaves_none_behind(emulator, tmp_path, capsys):
+    """The rows of read files go to chunk files under --temp_location, not into the
+    numbering step's state; every one is gone when the watch ends."""
+    inbox, temp = tmp_path / "inbox", tmp_path / "temp"
+    inbox.mkdir()
+    temp.mkdir()
+    place(inbox, "a.csv", ROWS_A)
+    place(inbox, "b.csv", ROWS_B)
+    code, report, printed = run_cli(watch_args(emulator, tmp_path, 2, f"--temp_location={temp}"), capsys)
+    assert code == 0, printed
+    month = emulator.totals()["c1"]["2024-09"]
+    assert (month["rows"], month["cost"]) == (3, Decimal("13.25"))
+    assert list(temp.rglob("*.rows")) == [] and list(temp.iterdir()) == []
+
+
+def _read_and_number(tmp_path, config, path):
+    """What _ReadFiles and _NumberFiles give _SendFiles for one file: (connection, _FileUnit)."""
+    from anycost.bodies import file_units
+    from transforms.watch import _FileFound, _FileUnit, _ReadFiles
+    stat = os.stat(path)
+    reader = _ReadFiles(config.normalise_settings(), 0, str(tmp_path / "dead"), str(tmp_path / "results"),
+                        str(tmp_path / "chunks"))
+    read = reader._read(_FileFound(0, file_units.FileIdentity(str(path), stat.st_size, stat.st_mtime)))
+    return read, _FileUnit(0, read.identity, read.parts["c1"], read.held)
+
+
+def test_a_read_file_passes_on_references_not_rows(tmp_path):
+    import pickle
+    from anycost.config import RunConfig
+    from anycost.inputs.chunk_files import ChunkRef
+    config = RunConfig(inputs=(str(tmp_path / "*.csv"),), connection_id="c1", watch=True)
+    for rows in (1_000, 50_000):
+        path = write_csv(str(tmp_path / f"f{rows}.csv"), HEADER,
+                         [[f"2024-09-{1 + i % 28:02d}T{i % 24:02d}:00:00Z", "1.5", f"service-{i}" * 20]
+                          for i in range(rows)])
+        read, unit = _read_and_number(tmp_path, config, path)
+        assert all(isinstance(ref, ChunkRef) for refs in unit.months.values() for ref in refs)
+        assert len(unit.chunk_paths) == 1 and os.path.getsize(unit.chunk_paths[0]) > 0
+        json_bytes = sum(ref.rows_size or ref.length for refs in unit.months.values() for ref in refs)
+        # A few bytes a row (its length, kept for planning) instead of its ~150 bytes of JSON.
+        assert len(pickle.dumps(read)) < json_bytes / 20, (len(pickle.dumps(read)), json_bytes)
+
+
+def test_a_replayed_file_unit_whose_chunk_file_is_gone_gives_its_recorded_results_and_posts_nothing(
+        emulator, tmp_path):
+    """A runner may run a bundle of _SendFiles again after it deleted the unit's chunk file:
+    the unit's record is there, so its results come from it and nothing is sent twice."""
+    from anycost.config import RunConfig
+    from transforms.watch import _SendFiles
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    place(inbox, "a.csv", ROWS_A)
+    config = RunConfig(inputs=(str(inbox / "*.csv"),), connection_id="c1", watch=True, api_url=emulator.url,
+                       state_path=str(tmp_path / "state"))
+    _, unit = _read_and_number(tmp_path, config, inbox / "a.csv")
+    sender = _SendFiles(config, str(tmp_path / "results"))
+    sender.setup()
+    try:
+        first = list(sender._send_unit("c1", unit))
+        assert [r.status for r in first] == ["delivered"] and emulator.stats()["post_count"] == 1
+        assert not any(os.path.exists(path) for path in unit.chunk_paths)  # deleted once recorded
+        again = list(sender._send_unit("c1", unit))
+    finally:
+        sender.teardown()
+    assert again == first
+    assert emulator.stats()["post_count"] == 1
+    assert emulator.totals()["c1"]["2024-09"]["rows"] == 2

@@ -5,9 +5,11 @@
       -> _DiscoverFiles (one key, cheap: new files only, each numbered in the order found)
       -> SpreadFiles (a Reshuffle, so that files go to different workers; not on FnApiRunner)
       -> _ReadFiles (stateless, in parallel: each file read whole and gated alone, several at
-           once per bundle; its dead letter and record written)
+           once per bundle; its dead letter and record written; its rows written to a chunk
+           file per connection, so only references go on)
       -> _NumberFiles (one key, small: back in file order; per connection a gap-free sequence)
-      -> _SendFiles (keyed by connection: one request in flight; files sent in the order found)
+      -> _SendFiles (keyed by connection: one request in flight; files sent in the order found;
+           a file's chunk file deleted once its record is written)
 
 A fresh job sees every file that already matches: only the ledger (`state_path`) keeps a
 restarted watcher from sending them again, because each body's key names its file.
@@ -36,8 +38,10 @@ from apache_beam.utils.windowed_value import WindowedValue
 from anycost.bodies import file_order, file_units
 from anycost.delivery import engine
 from anycost.delivery.ledger import RunState
+from anycost.delivery import results
 from anycost.config import RowSettings
-from anycost.inputs import dead_letter
+from anycost.inputs import chunk_files, dead_letter
+from transforms.chunk_files import _chunk_folder
 from transforms.metering import _publish
 from transforms.streaming import _connect
 
@@ -49,8 +53,12 @@ class _FileUnit(typing.NamedTuple):
     """One file's rows for one connection, numbered in the order files were found."""
     seq: int
     identity: file_units.FileIdentity
-    months: dict  # month -> [Chunk]
+    months: dict  # month -> [ChunkRef], the rows in the file's chunk file for this connection
     held: typing.Optional[str]
+
+    @property
+    def chunk_paths(self):
+        return sorted({ref.path for refs in self.months.values() for ref in refs if ref.path})
 
 
 def _list_files(patterns):
@@ -82,7 +90,7 @@ class _FileRead(typing.NamedTuple):
     """What reading one file gives the numbering: its rows per connection, maybe none at all."""
     number: int
     identity: file_units.FileIdentity
-    parts: dict  # connection -> month -> [Chunk]; empty for a file with no rows
+    parts: dict  # connection -> month -> [ChunkRef]; empty for a file with no rows
     held: typing.Optional[str]
 
 
@@ -118,11 +126,13 @@ class _ReadFiles(beam.DoFn):
     at once. Each file's dead letter and record go to fixed paths named by its identity, so a
     replayed bundle rewrites them, never adds to them."""
 
-    def __init__(self, settings: RowSettings, max_rejected_rows, dead_letter_prefix, results_dir, threads=None):
+    def __init__(self, settings: RowSettings, max_rejected_rows, dead_letter_prefix, results_dir, chunk_folder,
+                 threads=None):
         self._settings = settings
         self._limit = max_rejected_rows
         self._dead_letter = dead_letter_prefix
         self._results = results_dir
+        self._chunk_folder = chunk_folder
         self._threads = threads or max(2, os.cpu_count() or 2)
 
     def setup(self):
@@ -149,7 +159,17 @@ class _ReadFiles(beam.DoFn):
 
     def _read(self, found):
         identity = found.identity
-        read = file_units.read_file(identity, self._settings, self._limit)
+        written = {}  # connection -> this file's chunk file for it (new names, so a replay writes afresh)
+
+        def keep(connection_id, chunk):
+            if connection_id not in written:
+                written[connection_id] = chunk_files.ChunkFile(self._chunk_folder)
+            return written[connection_id].add(chunk)
+        try:
+            read = file_units.read_file(identity, self._settings, self._limit, keep=keep)
+        finally:
+            for chunk_file in written.values():
+                chunk_file.close()  # before any reference to it leaves this step
         LOG.info("found %s: %d rows, %d rejected%s", identity.path, read.rows_read, len(read.rejects),
                  f"; held back: {read.held}" if read.held else "")
         dead_letter = self._write_dead_letter(read)
@@ -235,6 +255,18 @@ class _SendFiles(beam.DoFn):
         next_state.write(expected)
 
     def _send_unit(self, connection_id, unit):
+        record_path = FileSystems.join(self._results, UNITS_DIR, f"{connection_id}-{unit.identity.digest}.json")
+        paths = unit.chunk_paths
+        if paths and not all(FileSystems.exists(path) for path in paths) and FileSystems.exists(record_path):
+            # A replay of a unit whose record was written and chunk file deleted: it was sent.
+            yield from _recorded_results(record_path)
+            return
+        yield from self._deliver_unit(connection_id, unit, record_path)
+        chunk_files.forget_open_files()
+        if paths:  # recorded: nothing reads this file's rows again
+            FileSystems.delete(paths)
+
+    def _deliver_unit(self, connection_id, unit, record_path):
         c, made = self._config, []
 
         def plan():  # planned once; its plans are kept for the unit's record
@@ -245,11 +277,17 @@ class _SendFiles(beam.DoFn):
             plan, label=f"file-{unit.identity.digest}", held=unit.held, refused_prefix=f"{unit.identity.path}: ")])
         self._tally.results(results)
         _publish(self._tally)
-        _write_json(FileSystems.join(self._results, UNITS_DIR, f"{connection_id}-{unit.identity.digest}.json"), {
+        _write_json(record_path, {
             "connection_id": connection_id, "path": unit.identity.path,
             "plans": [_plan_summary(plan) for plan in made],
             "results": [dataclasses.asdict(result) for result in results]})
         yield from results
+
+
+def _recorded_results(record_path):
+    with FileSystems.open(record_path) as handle:
+        record = json.loads(handle.read().decode())
+    return [results.from_record(result) for result in record["results"]]
 
 
 def _plan_summary(plan):
@@ -280,6 +318,7 @@ class _WatchAndSend(beam.PTransform):
         stop = start + c.watch_timeout if c.watch_timeout else MAX_TIMESTAMP
         patterns = tuple(c.inputs)
         spread = self._spread if self._spread is not None else _can_spread(pbegin.pipeline.runner)
+        chunk_folder = _chunk_folder(pbegin.pipeline)  # removed by the command line when the watch ends
         found = (pbegin
                  | "Poll" >> PeriodicImpulse(start_timestamp=start, stop_timestamp=stop,
                                              fire_interval=c.poll_interval)
@@ -290,7 +329,7 @@ class _WatchAndSend(beam.PTransform):
             found = found | "SpreadFiles" >> beam.Reshuffle()
         return (found
                 | "ReadFiles" >> beam.ParDo(_ReadFiles(
-                    c.normalise_settings(), c.max_rejected_rows, self._dead_letter, self._results))
+                    c.normalise_settings(), c.max_rejected_rows, self._dead_letter, self._results, chunk_folder))
                 | "NumberFiles" >> beam.ParDo(_NumberFiles())
                 | "SendFiles" >> beam.ParDo(_SendFiles(c, self._results)).with_input_types(
                     typing.Tuple[str, typing.Any]))

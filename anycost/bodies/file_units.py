@@ -44,8 +44,12 @@ class FileRead:
     file_error: Optional[str] = None  # why the file could not be read to the end
 
 
-def read_file(identity: FileIdentity, settings: RowSettings, max_rejected_rows) -> FileRead:
-    """Read and validate one whole file; never raises for a bad file, it says why instead."""
+def read_file(identity: FileIdentity, settings: RowSettings, max_rejected_rows, keep=None) -> FileRead:
+    """Read and validate one whole file; never raises for a bad file, it says why instead.
+
+    `keep(connection_id, chunk)` is what `chunks` holds of each chunk as it is made (for
+    `--watch`, a reference to its rows written to a chunk file, so a big file's rows are
+    never all in memory); by default the chunk itself."""
     path = identity.path
     read = FileRead(identity, collections.defaultdict(lambda: collections.defaultdict(list)), [])
     fmt = readers.file_format(path)
@@ -63,7 +67,7 @@ def read_file(identity: FileIdentity, settings: RowSettings, max_rejected_rows) 
                 source = normalise.SourceBatch(path, (0, 0, index), text.row_numbers)
                 result, _ = sources.normalise_batch(text.batch, source, settings)
                 for (connection_id, month), chunk in result.chunks:
-                    read.chunks[connection_id][month].append(chunk)
+                    read.chunks[connection_id][month].append(keep(connection_id, chunk) if keep else chunk)
                 read.rejects += text.rejects + result.rejects
                 read.rows_read += result.rows_in + len(text.rejects)
     except (readers.InputFileError, OSError) as err:

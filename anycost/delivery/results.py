@@ -36,6 +36,11 @@ class BodyResult:
     cost: Optional[str] = None  # the rows' exact total cost; known for bodies not delivered (COSTED)
 
 
+def from_record(record):
+    """A BodyResult from its `dataclasses.asdict` as read back from JSON (lists as tuples)."""
+    return BodyResult(**{k: tuple(v) if isinstance(v, list) else v for k, v in record.items()})
+
+
 # Bodies that did not reach CloudZero carry their cost, so that a partly delivered month's
 # report can show what is in CloudZero and what is not (only those bodies are read for it).
 COSTED = frozenset({FAILED, NOT_SENT, INVALID})
