@@ -57,3 +57,12 @@ def test_on_one_core_work_runs_inline(monkeypatch):
     work = in_order.InOrder()
     caller = threading.get_ident()
     assert work.submit(threading.get_ident, note="x") == [("x", caller)]
+
+
+def test_inline_work_runs_in_the_callers_thread_and_keeps_its_place(pool):
+    work = in_order.InOrder(in_flight=3, pool=pool)
+    caller = threading.get_ident()
+    work.submit(lambda: (time.sleep(0.1), "pooled")[1], note=1)
+    work.submit(threading.get_ident, note=2, inline=True)
+    got = work.drain()
+    assert got == [(1, "pooled"), (2, caller)]

@@ -38,7 +38,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from anycost.bodies import file_order, file_units
 from anycost.delivery import engine
 from anycost.delivery.ledger import RunState
-from anycost.delivery import results
+from anycost.delivery.results import from_record
 from anycost.config import RowSettings
 from anycost.inputs import chunk_files, dead_letter
 from transforms.chunk_files import _chunk_folder
@@ -287,7 +287,7 @@ class _SendFiles(beam.DoFn):
 def _recorded_results(record_path):
     with FileSystems.open(record_path) as handle:
         record = json.loads(handle.read().decode())
-    return [results.from_record(result) for result in record["results"]]
+    return [from_record(result) for result in record["results"]]
 
 
 def _plan_summary(plan):

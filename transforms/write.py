@@ -323,11 +323,13 @@ class _NormaliseRows(beam.DoFn):
     def _flush(self):
         buffered, self._buffer = self._buffer, []
         if buffered:
-            yield from self._queue(rows.normalise_rows, buffered, self._settings)
+            # Taking dicts apart is Python, not Arrow: on the pool it would contend for the GIL.
+            yield from self._queue(rows.normalise_rows, buffered, self._settings, inline=True)
 
-    def _queue(self, normalise_fn, *args, before=(), rows_counted=False):
-        """`normalise_fn(*args)` on the shared pool; emit whatever earlier work is now due, in order."""
-        for note, normalised in self._work.submit(normalise_fn, *args, note=(before, rows_counted)):
+    def _queue(self, normalise_fn, *args, before=(), rows_counted=False, inline=False):
+        """`normalise_fn(*args)` on the shared pool (or here, `inline`); emit whatever earlier
+        work is now due, in order."""
+        for note, normalised in self._work.submit(normalise_fn, *args, note=(before, rows_counted), inline=inline):
             yield from self._emit(note, normalised)
 
     def _emit(self, note, normalised):
