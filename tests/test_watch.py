@@ -241,3 +241,37 @@ def test_a_replayed_file_unit_whose_chunk_file_is_gone_gives_its_recorded_result
     assert again == first
     assert emulator.stats()["post_count"] == 1
     assert emulator.totals()["c1"]["2024-09"]["rows"] == 2
+
+
+def test_the_files_of_a_bundle_are_read_at_the_same_time(tmp_path, monkeypatch):
+    """Two reads that each wait for the other can only both finish if they run at once."""
+    import threading
+    from anycost.bodies import file_units
+    from anycost.config import RunConfig
+    from transforms.watch import _FileFound, _ReadFiles
+    both = threading.Barrier(2, timeout=10)
+    real_read = file_units.read_file
+
+    def read_when_both_are_reading(*args, **kwargs):
+        both.wait()
+        return real_read(*args, **kwargs)
+    monkeypatch.setattr(file_units, "read_file", read_when_both_are_reading)
+    config = RunConfig(inputs=(str(tmp_path / "*.csv"),), connection_id="c1", watch=True)
+    reader = _ReadFiles(config.normalise_settings(), 0, str(tmp_path / "dead"), str(tmp_path / "results"),
+                        str(tmp_path / "chunks"), threads=2)
+    found = []
+    for number, (name, rows) in enumerate((("a.csv", ROWS_A), ("b.csv", ROWS_B))):
+        path = write_csv(str(tmp_path / name), HEADER, rows)
+        stat = os.stat(path)
+        found.append(_FileFound(number, file_units.FileIdentity(path, stat.st_size, stat.st_mtime)))
+    reader.setup()
+    try:
+        reader.start_bundle()
+        from apache_beam.transforms.window import GlobalWindow
+        out = [o for f in found for o in reader.process(f, timestamp=0, window=GlobalWindow())]
+        out += list(reader.finish_bundle())
+    finally:
+        reader.teardown()
+    reads = [o.value[1] for o in out]
+    assert [r.number for r in reads] == [0, 1]  # back in the order found
+    assert [sum(ref.row_count for refs in r.parts["c1"].values() for ref in refs) for r in reads] == [2, 1]
