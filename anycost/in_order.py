@@ -1,10 +1,12 @@
 """Work on the process's other cores, results handed back in the order it was given.
 
-Normalising a record batch is mostly Arrow kernels, which release the GIL: measured on
-500,000 Parquet rows, 1.15 s on one thread and 0.66 s on two. A bundle's thread keeps reading the
-next batch while earlier ones are normalised; the results come back in submission order,
-so what a bundle writes, and in which order, does not depend on the threads. One pool per
-process, one thread per core, shared by every DoFn instance in it. No Beam, no HTTP.
+Normalising a record batch is mostly Arrow kernels, which release the GIL: on 500,000
+Parquet rows, 1.31 s on one thread and 0.78 s on two (`python -m benchmarks.normalise_threads`).
+A bundle's thread keeps reading the next batch while earlier ones are normalised; the
+results come back in submission order, so what a bundle writes, and in which order, does
+not depend on the threads. One pool per process, one thread per core, shared by every DoFn
+instance in it; `--watch` reads whole files the same way, on a pool of its own. No Beam,
+no HTTP.
 """
 import collections
 import concurrent.futures
@@ -35,6 +37,9 @@ class _Done:
     def result(self):
         return self._value
 
+    def done(self):
+        return True
+
 
 class InOrder:
     """Example::
@@ -46,10 +51,11 @@ class InOrder:
         for note, result in work.drain():
             use(note, result)
 
-    `submit` runs `fn(*args)` on the shared pool and gives back, oldest first, the results of
-    earlier work once more than `in_flight` pieces are pending (so memory holds at most that
-    many batches). A piece that raised raises when its turn comes, in the caller's thread.
-    `note` travels with its piece untouched (what to emit beside the result)."""
+    `submit` runs `fn(*args)` on `pool` (by default the shared one) and gives back, oldest
+    first, the results of earlier work that has finished, and of as much more as it takes
+    to leave at most `in_flight` pieces pending (so memory holds at most that many batches).
+    A piece that raised raises when its turn comes, in the caller's thread. `note` travels
+    with its piece untouched (what to emit beside the result)."""
 
     def __init__(self, in_flight=None, pool=None):
         self._pool = pool if pool is not None else _shared_pool()
@@ -62,11 +68,11 @@ class InOrder:
 
         `inline`: run it here, now, queued in order with the rest. For work that is mostly
         Python (dicts taken apart): on a pool thread it would only fight the caller for the
-        GIL; measured, a dict source and its conversion on two threads took 30% more time."""
+        GIL (see `transforms.write._NormaliseRows._flush`)."""
         future = self._pool.submit(fn, *args) if self._pool and not inline else _Done(fn(*args))
         self._pending.append((note, future))
         due = []
-        while len(self._pending) > self._in_flight:
+        while self._pending and (len(self._pending) > self._in_flight or self._pending[0][1].done()):
             due.append(self._take_oldest())
         return due
 

@@ -19,7 +19,6 @@ the usual report when the job ends. `fileio.MatchContinuously` is not used: offl
 ignores the poll interval and misses files added later (see docs/command-line.md, "Watching
 for new files").
 """
-import collections
 import dataclasses
 import json
 import logging
@@ -35,6 +34,7 @@ from apache_beam.transforms.periodicsequence import PeriodicImpulse
 from apache_beam.utils.timestamp import MAX_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
+from anycost import in_order
 from anycost.bodies import file_order, file_units
 from anycost.delivery import engine
 from anycost.delivery.ledger import RunState
@@ -142,20 +142,15 @@ class _ReadFiles(beam.DoFn):
         self._pool.shutdown(wait=False)
 
     def start_bundle(self):
-        self._pending = collections.deque()
+        self._reads = in_order.InOrder(in_flight=self._threads, pool=self._pool)
 
     def process(self, found, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
-        self._pending.append((self._pool.submit(self._read, found), timestamp, window))
-        while self._pending and (self._pending[0][0].done() or len(self._pending) > self._threads):
-            yield self._output(*self._pending.popleft())
+        for (when, where), read in self._reads.submit(self._read, found, note=(timestamp, window)):
+            yield WindowedValue(("watch", read), when, [where])
 
     def finish_bundle(self):
-        while self._pending:
-            yield self._output(*self._pending.popleft())
-
-    @staticmethod
-    def _output(future, timestamp, window):
-        return WindowedValue(("watch", future.result()), timestamp, [window])
+        for (when, where), read in self._reads.drain():
+            yield WindowedValue(("watch", read), when, [where])
 
     def _read(self, found):
         identity = found.identity
