@@ -268,17 +268,19 @@ class _NormaliseRows(beam.DoFn):
         # Not a generator: the common case, a dict per row, returns None and costs no
         # generator object, since it is a million calls for a million rows.
         if type(element) is dict and not self._column_map:  # pylint: disable=unidiomatic-typecheck
-            self._buffer.append(element)
-            return self._flush() if len(self._buffer) >= ROWS_PER_BATCH else None
+            return self._add_dict(element)
         return self._process_element(_as_cbf_element(element, self._column_map))
+
+    def _add_dict(self, row):
+        """Gather a dict row; the outputs of a full batch (a generator), else None."""
+        self._buffer.append(row)
+        return self._flush() if len(self._buffer) >= ROWS_PER_BATCH else None
 
     def _process_element(self, element):
         if isinstance(element, CbfBatch):
             yield from self._cbf_batch(element)
         elif isinstance(element, dict):
-            self._buffer.append(element)
-            if len(self._buffer) >= ROWS_PER_BATCH:
-                yield from self._flush()
+            yield from self._add_dict(element) or ()
         elif isinstance(element, pa.RecordBatch):
             yield from self._queue(rows.normalise_record_batch, element, self._settings)
         elif isinstance(element, pa.Table):
@@ -323,7 +325,8 @@ class _NormaliseRows(beam.DoFn):
     def _flush(self):
         buffered, self._buffer = self._buffer, []
         if buffered:
-            # Taking dicts apart is Python, not Arrow: on the pool it would contend for the GIL.
+            # Taking dicts apart is Python, not Arrow: on the pool it fights the source for the
+            # GIL (with inline=False here, `benchmarks.run --only write-dicts` took 33-36 s, not 27 s).
             yield from self._queue(rows.normalise_rows, buffered, self._settings, inline=True)
 
     def _queue(self, normalise_fn, *args, before=(), rows_counted=False, inline=False):

@@ -51,21 +51,21 @@ def rows_to_text(rows, extra_columns=(), cbf_columns_only=True) -> TextRows:
     every column is kept as text."""
     n = len(rows)
     problems = _RowProblems(n)
-    names, values = _columns_of(rows)
-    for name in names:
-        if not isinstance(name, str):
+    names, values = [], []
+    for name, column in zip(*_columns_of(rows)):
+        if isinstance(name, str):
+            names.append(name)
+            values.append(column)
+        else:
             problems.add_rows([i for i, row in enumerate(rows) if name in row],
                               f"column name {name!r} is not text")
     columns, kinds, unrenderable = [], [], {}
     for name, column in zip(names, values):
-        if not isinstance(name, str):
-            continue
         text, kind, bad = _column_to_text(name, column, problems)
         columns.append(text)
         kinds.append(kind)
         if bad is not None:
             unrenderable[name] = (column, bad)
-    names = [name for name in names if isinstance(name, str)]
     if cbf_columns_only:
         _reject_unknown_columns(names, columns, extra_columns, problems)
     batch = _text_batch(names, columns, kinds, n)
