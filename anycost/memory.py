@@ -10,9 +10,10 @@ glibc this does nothing.
 Arrow's own allocations (the batches being read and normalised, on several threads since
 `anycost.in_order`) go through the same malloc: Arrow's default pool, mimalloc, keeps
 per-thread heaps that do not shrink back. Measured on 1 million Parquet rows, the command
-line's peak RSS was 630-690 MB with mimalloc and 470 MB with the system pool, at the same
-speed. A process whose `ARROW_DEFAULT_MEMORY_POOL` is set keeps the pool it chose. No
-Beam, no HTTP.
+line's peak RSS was 684 MB with mimalloc and 533 MB with the system pool, at the same
+speed (`ARROW_DEFAULT_MEMORY_POOL=mimalloc python -m benchmarks.run --only pipeline-parquet
+--repeat 2`, against the same without the variable). A process whose `ARROW_DEFAULT_MEMORY_POOL` is set
+keeps the pool it chose. No Beam, no HTTP.
 """
 import ctypes
 import ctypes.util

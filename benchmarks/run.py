@@ -428,7 +428,8 @@ def compare_table(summary):
     if shares:
         table += "\n\nWriteToAnyCost's own time (its wall minus the same source run alone, source-dicts or source-batches):\n" + render_table(
             ("code", "dicts s", "batches s", "dicts / batches"),
-            [(code, f"{share['dicts_s']:.1f}", f"{share['batches_s']:.1f}", f"{share['ratio']:.2f}")
+            [(code, f"{share['dicts_s']:.1f}", f"{share['batches_s']:.1f}",
+              "-" if share["ratio"] is None else f"{share['ratio']:.2f}")
              for code, share in shares.items()])
     return table
 

@@ -131,3 +131,11 @@ def test_a_baseline_is_the_committed_code_and_sits_beside_its_contender(tmp_path
                result("pipeline-parquet@HEAD", 5.0), result("pipeline-parquet", 6.0), result("write-batches", 1.0)]
     assert list(run.summarise_runs(results)) == ["pipeline-parquet", "pipeline-parquet@HEAD", "write-dicts",
                                                  "write-dicts@HEAD", "write-batches", "write-batches@HEAD"]
+
+
+def test_the_thread_benchmark_gives_the_same_chunks_both_ways(tmp_path, capsys):
+    """`benchmarks.normalise_threads`, small: inline and on the pool, identical chunks."""
+    from benchmarks import normalise_threads
+    assert normalise_threads.main(["--rows", "2000", "--files", "2", "--repeat", "1", "--data", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "chunks identical" in printed and "one thread" in printed
