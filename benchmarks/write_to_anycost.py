@@ -12,6 +12,9 @@ PCollections' sizes; exits 1 unless every body was delivered and no row was reje
 
 With `--sink count` the same source runs with nothing after it (its rows counted by a
 metric): the source's own time, which `benchmarks.run` subtracts to show WriteToAnyCost's.
+Either way the source also times its own work in the run (reading a batch and, for dicts,
+`to_pylist`) and prints it as `source_s`: the same subtraction without a second run, whose
+source alone varied by several seconds from run to run on a shared machine.
 """
 import argparse
 import glob
@@ -19,6 +22,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -30,17 +34,36 @@ from transforms import WriteToAnyCost
 
 BATCH_ROWS = 65_536
 ROWS_READ = Metrics.counter("benchmark", "rows_read")
+SOURCE_MICROS = Metrics.counter("benchmark", "source_micros")
+
+
+def _timed_read(path, convert):
+    """`convert(batch)` for each batch of the file; the time spent reading and converting
+    (not what consumes the result) is counted in SOURCE_MICROS."""
+    batches = pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, use_threads=False)
+    while True:
+        started = time.perf_counter()
+        batch = next(batches, None)
+        converted = None if batch is None else convert(batch)
+        SOURCE_MICROS.inc(int((time.perf_counter() - started) * 1e6))
+        if batch is None:
+            return
+        ROWS_READ.inc(batch.num_rows)
+        yield converted
 
 
 def record_batches(path):
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, use_threads=False):
-        ROWS_READ.inc(batch.num_rows)
-        yield batch
+    return _timed_read(path, lambda batch: batch)
 
 
 def dict_rows(path):
-    for batch in record_batches(path):
-        yield from batch.to_pylist()
+    for rows in _timed_read(path, lambda batch: batch.to_pylist()):
+        yield from rows
+
+
+def _counter(result, name):
+    counters = result.metrics().query(MetricsFilter().with_namespace("benchmark").with_name(name))["counters"]
+    return sum(c.committed for c in counters)
 
 
 def write_counts(_, path, delivered, failed, rejected):
@@ -53,8 +76,8 @@ def count_only(p):
     counted by a metric it increments once a batch, as it does under WriteToAnyCost."""
     result = p.run()
     result.wait_until_finish()
-    counters = result.metrics().query(MetricsFilter().with_namespace("benchmark").with_name("rows_read"))["counters"]
-    print(json.dumps({"sink": "count", "rows": sum(c.committed for c in counters)}), flush=True)
+    print(json.dumps({"sink": "count", "rows": _counter(result, "rows_read"),
+                      "source_s": round(_counter(result, "source_micros") / 1e6, 3)}), flush=True)
     return 0
 
 
@@ -85,11 +108,13 @@ def main(argv=None):
          | "Seed" >> beam.Create([None])
          | "Counts" >> beam.Map(write_counts, counts_path,
                                 *(beam.pvalue.AsSingleton(sizes[n]) for n in ("delivered", "failed", "rejected"))))
-    p.run().wait_until_finish()
+    run = p.run()
+    run.wait_until_finish()
     with open(counts_path) as handle:
         counts = json.load(handle)
     print(json.dumps({"elements": args.elements, "bodies_delivered": counts["delivered"],
-                      "bodies_failed": counts["failed"], "rows_rejected": counts["rejected"]}), flush=True)
+                      "bodies_failed": counts["failed"], "rows_rejected": counts["rejected"],
+                      "source_s": round(_counter(run, "source_micros") / 1e6, 3)}), flush=True)
     return 0 if counts["delivered"] and not counts["failed"] and not counts["rejected"] else 1
 
 

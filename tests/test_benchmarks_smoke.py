@@ -72,7 +72,9 @@ def test_a_source_alone_counts_every_row_and_sends_nothing(contender, data, emul
     out, expected = data
     result = run.run_contender(contender, out, expected, emulator, KEY, str(tmp_path), timeout=120)
     assert result["exit_code"] == 0 and result["verified"], result["problems"]
-    assert result["child_says"] == {"sink": "count", "rows": ROWS}
+    says = result["child_says"]
+    assert (says["sink"], says["rows"]) == ("count", ROWS)
+    assert 0 < says["source_s"] < result["wall_s"]  # its own timed work, within the run
     assert emulator.stats()["post_count"] == 0
 
 
@@ -85,6 +87,23 @@ def test_write_shares_subtract_each_source_and_pair_each_baseline():
         "@main": {"dicts_s": 25.0, "batches_s": 11.0, "ratio": 2.27}}
     del summary["source-batches"]
     assert run.write_shares(summary) == {}
+
+
+def test_write_shares_also_subtract_the_sources_time_in_the_same_run():
+    def result(name, wall, source_s):
+        return {"contender": name, "rows": 10, "wall_s": wall, "peak_rss_mb": 1, "cpu_s": 1, "verified": True,
+                "emulator": {"bodies": 1}, "child_says": {"source_s": source_s}}
+    runs = [result("write-dicts", 30.0, 14.0), result("write-dicts", 31.0, 17.0), result("write-dicts", 29.0, 16.0),
+            result("write-batches", 12.0, 2.0), result("write-batches", 11.0, 1.5), result("write-batches", 13.0, 2.5),
+            result("source-dicts", 16.0, 14.0), result("source-batches", 2.5, 2.0)]
+    summary = run.summarise_runs(runs)
+    assert summary["write-dicts"]["wall_less_source_s"] == 14.0  # the median of 16, 14 and 13
+    assert summary["write-batches"]["wall_less_source_s"] == 10.0
+    share = run.write_shares(summary)["this"]
+    assert (share["dicts_in_run_s"], share["batches_in_run_s"], share["in_run_ratio"]) == (14.0, 10.0, 1.4)
+    assert share["ratio"] == round((30.0 - 16.0) / (12.0 - 2.5), 2)  # the separate source runs, as before
+    runs[0]["child_says"] = {}  # a run (a baseline's code, say) that did not time its source
+    assert "in_run_ratio" not in run.write_shares(run.summarise_runs(runs))["this"]
 
 
 def test_verify_reports_a_wrong_cost_as_a_mismatch(data):
