@@ -113,6 +113,19 @@ def test_decimals_are_sent_as_the_file_path_sends_them(value, sent):
     assert json.loads(b"[" + chunk.json_rows()[:-1] + b"]")[0][COST] == sent
 
 
+def test_decimal_text_is_exactly_format_f_whatever_the_exponent():
+    """`str` is the fast path; any value it writes with an exponent is written again with
+    `format(v, "f")`: tiny, huge, zero with a scale, negative, NaN, with None between them."""
+    generator = random.Random(11)
+    values = [Decimal("1E-8"), Decimal("0E-8"), Decimal("1E+2"), Decimal("-1.5E-12"), Decimal("5E+30"),
+              Decimal("NaN"), Decimal("-Infinity"), Decimal("0.0000001"), Decimal("-0.00")]
+    values += [Decimal(generator.randrange(-10**12, 10**12)).scaleb(generator.randrange(-20, 8)) for _ in range(500)]
+    assert rows._plain_decimals(values).to_pylist() == [format(v, "f") for v in values]
+    column = [None if i % 7 == 0 or not v.is_finite() else v for i, v in enumerate(values)]
+    text, _, bad = rows._column_to_text(COST, column, rows._RowProblems(len(column)))
+    assert text.to_pylist() == [None if v is None else format(v, "f") for v in column] and bad is None
+
+
 def test_a_decimal_wider_than_cbf_allows_is_rejected_by_validation():
     result = rows.normalise_rows([{START: "2024-01-01T00:00:00Z", COST: Decimal("1" * 70)}], SETTINGS)
     assert result.chunks == [] and "is out of range" in result.rejects[0]["reason"]
