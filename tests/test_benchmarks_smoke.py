@@ -158,3 +158,12 @@ def test_the_thread_benchmark_gives_the_same_chunks_both_ways(tmp_path, capsys):
     assert normalise_threads.main(["--rows", "2000", "--files", "2", "--repeat", "1", "--data", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "chunks identical" in printed and "one thread" in printed
+
+
+def test_the_emulator_cost_benchmark_times_a_real_body(tmp_path, capsys):
+    """`benchmarks.emulator_cost`, small: the floor's first body parsed and counted."""
+    from benchmarks import emulator_cost
+    assert emulator_cost.main(["--rows", "2000", "--repeat", "1", "--data", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "emulator orjson.loads" in printed and "emulator throughput_batch" in printed
+    assert " 0 rows" not in printed

@@ -13,6 +13,7 @@ numbers and times of one type are converted by Arrow in one call. No Beam, no HT
 """
 import datetime as dt
 import decimal
+import itertools
 import operator
 from typing import List, NamedTuple
 
@@ -269,7 +270,7 @@ def _render_group(name, code, values, problems, positions, has_none=True):
         return text, kind, bad if bad.any() else None
     if code == _DECIMAL:
         present = [v for v in values if v is not None] if has_none else values
-        text = _plain_decimals(present)
+        text = pa.array(list(map(format, present, itertools.repeat("f"))), _STRING)
         if len(present) != len(values):
             text = pc.replace_with_mask(pa.nulls(len(values), _STRING),
                                         pa.array([v is not None for v in values]), text)
@@ -286,19 +287,6 @@ def _render_group(name, code, values, problems, positions, has_none=True):
     if code == _DATE:
         return typed_text.text_and_kind(pa.array(values, pa.date32())) + (None,)
     raise AssertionError(code)
-
-
-def _plain_decimals(values):
-    """Decimals as plain text, exactly `format(value, "f")`: `str` (twice as fast) for all,
-    then `format` again only for the few `str` writes with an exponent (`1E-8`, `1E+2`)."""
-    texts = list(map(str, values))
-    text = pa.array(texts, _STRING)
-    scientific = np.flatnonzero(_mask(pc.match_substring(text, "E")))
-    if not len(scientific):
-        return text
-    for position in scientific:
-        texts[position] = format(values[position], "f")
-    return pa.array(texts, _STRING)
 
 
 def _decimal_kind(text):
