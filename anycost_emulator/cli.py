@@ -123,6 +123,10 @@ def parser() -> argparse.ArgumentParser:
         help="extra time each API request takes")
     add("--max_body_bytes", "--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
         metavar="BYTES", help="largest request body accepted; larger ones get 413")
+    add("--parse_processes", "--parse-processes", type=int, default=1, metavar="N",
+        help="throughput mode: parse up to N bodies at once, one in this process and the others on "
+             "N-1 worker processes, as CloudZero serves parallel requests; 1 parses each body in "
+             "its request's thread, one at a time")
     add("--port_file", "--port-file", default=None, metavar="PATH",
         help="write the bound port to this file once listening")
     return result
@@ -146,7 +150,8 @@ def _build_from_args(args: argparse.Namespace) -> Emulator:
         raise ValueError(f"--faults: {exc}") from None
     return Emulator(api_key=key, mode=args.mode, host=args.host, port=args.port,
                     latency_seconds=args.latency, faults=faults, seed=args.seed,
-                    max_body_bytes=args.max_body_bytes, cache_errors=args.cache_errors)
+                    max_body_bytes=args.max_body_bytes, cache_errors=args.cache_errors,
+                    parse_processes=args.parse_processes)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

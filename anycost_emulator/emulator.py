@@ -14,6 +14,8 @@ It implements the contract in docs/anycost-api.md in its strictest reading:
 
 ``mode="throughput"`` skips per-row validation and does not store rows; it only counts rows and
 the exact Decimal sum of ``cost/cost`` per UTC hour, so a million-row benchmark stays cheap.
+With ``parse_processes=n`` it parses up to n bodies at once on n processes, as CloudZero serves
+parallel requests (``parse_pool``).
 
 In-process use::
 
@@ -34,12 +36,14 @@ from typing import Any, Iterator, Optional, Union
 
 from anycost_emulator import keys
 from anycost_emulator.faults import APPLICATION_FAULTS, FRONT_FAULTS, FaultConfig, FaultSource
+from anycost_emulator.parse_pool import ParsePool, count_body
 from anycost_emulator.rules import error_summary, valid_connection_id, validate_body
 from anycost_emulator.server import LOOPBACK, Server
 from anycost_emulator.store import (
-    Batch, Store, StoredMonth, money, preload_batch, store_batch, throughput_batch)
+    Batch, Store, StoredMonth, money, preload_batch, store_batch)
 from anycost_emulator.wire import (
-    Request, RequestRecord, Response, bad_connection, bad_request, message, ok, parse_request_json)
+    Request, RequestRecord, Response, bad_connection, bad_request, json_body_error, message, ok,
+    parse_request_json)
 
 DEFAULT_MAX_BODY_BYTES = 5_000_000
 
@@ -58,11 +62,16 @@ class Emulator:
         seed: int = 0,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         cache_errors: bool = True,
+        parse_processes: int = 1,
     ) -> None:
         if not api_key:
             raise ValueError("api_key must be a non-empty string")
         if mode not in ("store", "throughput"):
             raise ValueError("mode must be 'store' or 'throughput'")
+        if isinstance(parse_processes, bool) or not isinstance(parse_processes, int) or parse_processes < 1:
+            raise ValueError("parse_processes must be a whole number of at least 1")
+        if parse_processes > 1 and mode != "throughput":
+            raise ValueError("parse_processes serves throughput mode only (store mode keeps the rows here)")
         if host != LOOPBACK:
             raise ValueError(f"the emulator only binds {LOOPBACK}")
         self.api_key = api_key
@@ -77,6 +86,9 @@ class Emulator:
         # Like CloudZero: the first answer to an idempotency key is cached whatever its status.
         # False: only answers to bodies the application parsed (200, 400) are remembered.
         self.cache_errors = bool(cache_errors)
+        # Throughput mode: up to this many bodies parsed at once, on as many processes (see parse_pool).
+        self.parse_processes = parse_processes
+        self._parse_pool: Optional[ParsePool] = None
         self._server: Optional[Server] = None
         self._thread: Optional[threading.Thread] = None
         self._stopping = threading.Event()
@@ -89,6 +101,8 @@ class Emulator:
         if self._server is not None:
             return self
         self._stopping = threading.Event()
+        if self.parse_processes > 1 and self._parse_pool is None:
+            self._parse_pool = ParsePool(self.parse_processes)
         self._server = Server((self.host, self._requested_port), self)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.01},
@@ -106,6 +120,9 @@ class Emulator:
         server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        pool, self._parse_pool = self._parse_pool, None
+        if pool is not None:
+            pool.close()
 
     def __enter__(self) -> "Emulator":
         return self.start()
@@ -400,12 +417,16 @@ class Emulator:
 
     def _prepare(self, request: Request) -> Union[Batch, Response]:
         """Parse and check a create body: a batch to apply, or the 400 to send."""
+        if self.mode == "throughput":
+            problem = json_body_error(request)
+            if problem:
+                return bad_request(problem)
+            pool = self._parse_pool
+            batch = pool.count(request.body.data) if pool is not None else count_body(request.body.data)
+            return bad_request(batch) if isinstance(batch, str) else batch
         obj, problem = parse_request_json(request)
         if problem:
             return bad_request(problem)
-        if self.mode == "throughput":
-            batch = throughput_batch(obj)
-            return bad_request(batch) if isinstance(batch, str) else batch
         errors = validate_body(obj)
         if errors:
             return bad_request(error_summary(errors))

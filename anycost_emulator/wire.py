@@ -112,10 +112,20 @@ def _json_body_error(request: Request) -> Optional[str]:
 
 def parse_request_json(request: Request) -> tuple[Any, Optional[str]]:
     """(object, None) or (None, error message): uncompressed UTF-8 JSON only."""
-    problem = _json_body_error(request)
+    problem = json_body_error(request)
     if problem:
         return None, problem
+    return decode_json(request.body.data)
+
+
+def json_body_error(request: Request) -> Optional[str]:
+    """Why the request's headers do not describe uncompressed UTF-8 JSON, or None."""
+    return _json_body_error(request)
+
+
+def decode_json(data: Optional[bytes]) -> tuple[Any, Optional[str]]:
+    """(object, None) or (None, error message) for a body's bytes."""
     try:
-        return loads(request.body.data or b""), None
+        return loads(data or b""), None
     except (ValueError, UnicodeDecodeError) as exc:
         return None, f"body is not valid UTF-8 JSON: {str(exc)[:120]}"

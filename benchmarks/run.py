@@ -101,8 +101,9 @@ def scaling_connections(rows, months=len(generate.DEFAULT_MONTHS)):
 class EmulatorProcess:
     """`python -m anycost_emulator` on a free loopback port; stopped with SIGTERM by its own pid."""
 
-    def __init__(self, key, log_path, mode="throughput", latency=0.0, faults=None, seed=0):
+    def __init__(self, key, log_path, mode="throughput", latency=0.0, faults=None, seed=0, parse_processes=1):
         self.key, self.log_path, self.mode, self.latency = key, log_path, mode, latency
+        self.parse_processes = parse_processes  # throughput mode: bodies parsed at once, on as many processes
         self.faults, self.seed = faults, seed  # faults: FaultConfig fields, as the emulator's --faults
         self.process, self.url = None, None
 
@@ -114,7 +115,8 @@ class EmulatorProcess:
         self.process = subprocess.Popen(
             [PYTHON, "-m", "anycost_emulator", "--port", "0", "--port_file", port_file, "--mode", self.mode,
              "--latency", str(self.latency), "--seed", str(self.seed)]
-            + (["--faults", json.dumps(self.faults)] if self.faults else []),
+            + (["--faults", json.dumps(self.faults)] if self.faults else [])
+            + (["--parse_processes", str(self.parse_processes)] if self.parse_processes > 1 else []),
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -153,13 +155,39 @@ class EmulatorProcess:
         return self._call("GET", "stats")
 
     def cpu_seconds(self):
-        """User + system CPU the emulator process has used so far (from /proc)."""
-        try:
-            with open(f"/proc/{self.process.pid}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError):
+        """User + system CPU the emulator and its parse processes have used so far (from /proc)."""
+        own = _cpu_ticks(self.process.pid)
+        if own is None:
             return None
+        children = (_cpu_ticks(pid) for pid in _children(self.process.pid))
+        return (own + sum(ticks for ticks in children if ticks is not None)) / os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid):
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().rsplit(")", 1)[1].split()
+
+
+def _cpu_ticks(pid):
+    """utime + stime of a live process, in clock ticks (None once it is gone)."""
+    try:
+        fields = _stat_fields(pid)
+        return int(fields[11]) + int(fields[12])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _children(pid):
+    """The live processes whose parent is `pid`."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if int(_stat_fields(name)[1]) == pid:
+                    found.append(int(name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
 
 
 class InProcessEmulator:
@@ -595,8 +623,9 @@ def mode_compare(args, key, work_root):
     log(f"\n== side by side: {expected['rows']:,} rows, {expected['connections']} connections x "
         f"{len(expected['months'])} months, ≈{expected['json_bytes_per_row']} bytes of JSON per row ==")
     results = []
-    with EmulatorProcess(key, os.path.join(work_root, "emulator.log")) as emulator:
-        log(f"emulator (throughput mode) on {emulator.url}")
+    with EmulatorProcess(key, os.path.join(work_root, "emulator.log"),
+                         parse_processes=args.emulator_processes) as emulator:
+        log(f"emulator (throughput mode, up to {args.emulator_processes} bodies parsed at once) on {emulator.url}")
         for round_index in range(args.repeat):
             for name in contenders:
                 result = run_contender(name, data, expected, emulator, key,
@@ -619,7 +648,8 @@ def mode_scaling(args, key, work_root):
     log(f"\n== scaling: {', '.join(contenders)} at {', '.join(f'{n:,}' for n in sizes)} rows, "
         f"{SCALING_ROWS_PER_STREAM_MONTH:,} rows a stream-month ==")
     results = []
-    with EmulatorProcess(key, os.path.join(work_root, "emulator.log")) as emulator:
+    with EmulatorProcess(key, os.path.join(work_root, "emulator.log"),
+                         parse_processes=args.emulator_processes) as emulator:
         for rows in sizes:
             data, expected = ensure_data(rows, args.seed, args.data, scaling_connections(rows),
                                          csv_copy="pipeline-csv" in contenders)
@@ -746,7 +776,8 @@ def mode_profile(args, key, work_root):
     wrap = [py_spy, "record", "--rate", str(PROFILE_RATE), "--format", "speedscope", "--threads",
             "--output", profile, "--"]
     log(f"\n== profile: pipeline on Parquet, {expected['rows']:,} rows, under py-spy ==")
-    with EmulatorProcess(key, os.path.join(work_root, "emulator.log")) as emulator:
+    with EmulatorProcess(key, os.path.join(work_root, "emulator.log"),
+                         parse_processes=args.emulator_processes) as emulator:
         result = run_contender("pipeline-parquet", data, expected, emulator, key,
                                os.path.join(work_root, "profile"), args.timeout, wrap=wrap)
     log(describe(result) + "\n      (wall time under py-spy; the RSS figures are py-spy's own, not the pipeline's)")
@@ -791,6 +822,9 @@ def parse(argv):
     parser.add_argument("--baseline", metavar="GIT_REF", default=None,
                         help="also run pipeline-parquet, write-dicts and write-batches on the code committed at "
                              "GIT_REF, e.g. main: a before/after table")
+    parser.add_argument("--emulator_processes", type=int, default=os.cpu_count() or 1,
+                        help="bodies the emulator parses at once, on as many processes (1: one at a "
+                             "time, under one GIL); CloudZero serves parallel requests in parallel")
     parser.add_argument("--data", default=DATA_DIR, help="where generated data is cached")
     parser.add_argument("--results", default=RESULTS_DIR)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds before a child is killed")

@@ -167,3 +167,15 @@ def test_the_emulator_cost_benchmark_times_a_real_body(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "emulator orjson.loads" in printed and "emulator throughput_batch" in printed
     assert " 0 rows" not in printed
+
+
+def test_the_emulators_cpu_includes_its_parse_processes(tmp_path):
+    with run.EmulatorProcess(KEY, str(tmp_path / "one.log")) as alone:
+        assert run._children(alone.process.pid) == []
+    with run.EmulatorProcess(KEY, str(tmp_path / "two.log"), parse_processes=2) as pooled:
+        workers = run._children(pooled.process.pid)
+        assert len(workers) >= 1  # the spawned worker (and multiprocessing's resource tracker)
+        own = run._cpu_ticks(pooled.process.pid) / os.sysconf("SC_CLK_TCK")
+        worker_cpu = sum(run._cpu_ticks(pid) or 0 for pid in workers) / os.sysconf("SC_CLK_TCK")
+        assert worker_cpu > 0  # a spawned interpreter has imported the emulator
+        assert pooled.cpu_seconds() >= own + worker_cpu - 0.05
