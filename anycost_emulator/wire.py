@@ -97,7 +97,8 @@ class Request:
     cache_errors: bool = True      # read once per request: configure() may change it meanwhile
 
 
-def _json_body_error(request: Request) -> Optional[str]:
+def json_body_error(request: Request) -> Optional[str]:
+    """Why the request's headers do not describe uncompressed UTF-8 JSON, or None."""
     encoding = (request.content_encoding or "identity").strip().lower()
     if encoding != "identity":
         return f"Content-Encoding {encoding!r} is not supported; send uncompressed JSON"
@@ -116,11 +117,6 @@ def parse_request_json(request: Request) -> tuple[Any, Optional[str]]:
     if problem:
         return None, problem
     return decode_json(request.body.data)
-
-
-def json_body_error(request: Request) -> Optional[str]:
-    """Why the request's headers do not describe uncompressed UTF-8 JSON, or None."""
-    return _json_body_error(request)
 
 
 def decode_json(data: Optional[bytes]) -> tuple[Any, Optional[str]]:
