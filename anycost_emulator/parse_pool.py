@@ -37,15 +37,14 @@ def _started(seconds: float) -> None:
 
 
 class ParsePool:
-    """`count(data)` parses up to `processes` bodies at once: the first in the caller's thread,
-    as a single-process emulator would (a client that sends one body at a time pays nothing
-    extra), and each one that comes while every slot nearer is busy on one of `processes - 1`
-    spawned workers (its thread waits without the GIL, so the rest go on). `close()` stops them."""
+    """`count(data)` parses up to `processes` bodies at once. A body is parsed in the caller's
+    thread when this process is parsing nothing else, as a single-process emulator would (a
+    client that sends one body at a time pays nothing extra); otherwise on one of
+    `processes - 1` spawned workers, while its thread waits without the GIL. `close()` stops them."""
 
     def __init__(self, processes: int) -> None:
         if isinstance(processes, bool) or not isinstance(processes, int) or processes < 2:
             raise ValueError("a parse pool needs at least 2 processes (1 parses in the request's thread)")
-        self.processes = processes
         self._here = threading.Lock()  # held while this process parses a body
         self._executor = concurrent.futures.ProcessPoolExecutor(
             processes - 1, mp_context=multiprocessing.get_context("spawn"))

@@ -165,7 +165,7 @@ def test_the_emulator_cost_benchmark_times_a_real_body(tmp_path, capsys):
     from benchmarks import emulator_cost
     assert emulator_cost.main(["--rows", "2000", "--repeat", "1", "--data", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
-    assert "emulator orjson.loads" in printed and "emulator throughput_batch" in printed
+    assert all(f"emulator {step}" in printed for step in ("decode_json", "throughput_batch", "count_body"))
     assert " 0 rows" not in printed
 
 
@@ -179,3 +179,15 @@ def test_the_emulators_cpu_includes_its_parse_processes(tmp_path):
         worker_cpu = sum(run._cpu_ticks(pid) or 0 for pid in workers) / os.sysconf("SC_CLK_TCK")
         assert worker_cpu > 0  # a spawned interpreter has imported the emulator
         assert pooled.cpu_seconds() >= own + worker_cpu - 0.05
+
+
+def test_the_timeline_splits_a_real_run_into_phases_in_order(tmp_path, capsys):
+    """`benchmarks.timeline`, small: every phase of a real command-line run, none negative
+    (the marks come in the order the phases claim), the sink's stage found after the reads."""
+    from benchmarks import timeline
+    assert timeline.main(["--rows", "2000", "--repeat", "1", "--data", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    (measured,) = json.loads(printed.strip().splitlines()[-1])["runs"]
+    assert all(measured[name] >= 0 for name in timeline.PHASES), measured
+    assert measured["stages between"] >= 1 and 0 < measured["first POST at"] < measured["wall"]
+    assert 0 < measured["read cpu %"] <= 100 * os.cpu_count() + 10

@@ -6,7 +6,9 @@ workers must be gone once the emulator stops."""
 from __future__ import annotations
 
 import os
+import signal
 import threading
+import time
 from decimal import Decimal
 
 import orjson
@@ -64,10 +66,20 @@ def test_a_body_parsed_on_a_worker_gives_the_answer_it_gets_here(pool):
     assert len(workers) == 1 and workers[0] != os.getpid() and _alive(workers[0])
 
 
-def test_a_free_pool_parses_in_this_process(pool):
-    answer = pool.count(_body(_rows(10)))
-    assert answer.row_count == 10
-    assert not pool._here.locked()
+def test_a_free_pool_parses_in_this_process_even_with_its_worker_killed():
+    """Real kill: with its only worker gone, a body that finds this process free still gets
+    its answer, so it never went near a worker."""
+    pool = ParsePool(2)
+    try:
+        (worker,) = list(pool._executor._processes)
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(worker)
+        assert pool.count(_body(_rows(10))).row_count == 10
+    finally:
+        pool.close()
 
 
 def test_parallel_requests_parsed_on_the_workers_keep_every_total_exact():
