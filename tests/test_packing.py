@@ -332,3 +332,15 @@ def test_body_cost_is_the_exact_sum_of_its_rows_costs_whatever_the_other_values_
             '{"time/usage_start":"2024-08-01T00:00:00Z","cost/cost":"-2.000000000000000000001"}]}').encode()
     assert json.loads(body)["data"][0]["resource/tag:note"] == '"cost/cost":"1000"'
     assert packing.body_cost(body) == "-1.900000000000000000001"
+
+
+def test_a_chunk_whose_bytes_disagree_with_its_row_lengths_is_an_error_not_a_shifted_body():
+    rows = [row_json(i, pad=i) for i in range(12)]
+    chunks = split_into_chunks(rows, [5, 7])
+    short = chunks[0]._replace(rows=chunks[0].rows[:-3])  # three bytes lost, lengths unchanged
+    try:
+        plan_stream_month("c", MONTH, [short, chunks[1]], "sum", 400)
+    except ValueError as err:
+        assert "its row lengths say" in str(err)
+    else:
+        raise AssertionError("a chunk three bytes short was packed")

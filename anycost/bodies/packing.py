@@ -142,18 +142,55 @@ def plan_stream_month(connection_id, month, chunks, operation, max_body_bytes,
     if not with_bodies:
         return plan
 
-    if rows is None:
+    if rows is None and order is not None:
         rows = joined_rows(chunks, int(lengths.sum()))
     if order is not None:
         rows, lengths = _reorder_rows(rows, lengths, order)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    view = memoryview(rows)
+    byte_spans = [(int(offsets[start]), int(offsets[end]) - 1) for start, end in spans]  # the last comma dropped
+    texts = (_bodies_from_chunks(chunks, byte_spans, prefix) if rows is None
+             else (b"".join((prefix, memoryview(rows)[lo:hi], BODY_SUFFIX)) for lo, hi in byte_spans))
     bodies = []
-    for seq, (start, end) in enumerate(spans, 1):
-        body = b"".join((prefix, view[offsets[start]:offsets[end] - 1], BODY_SUFFIX))  # one copy
+    for seq, ((start, end), body) in enumerate(zip(spans, texts), 1):
         bodies.append(PlannedBody(connection_id, month, operation, seq, len(spans), end - start, body,
                                   idempotency_key(connection_id, month, operation, seq, body)))
     return dataclasses.replace(plan, bodies=bodies)
+
+
+def _bodies_from_chunks(chunks, byte_spans, prefix):
+    """Each body's bytes, gathered straight from the chunks' rows (in input order), one copy.
+
+    Each chunk's rows are read back once and let go as soon as the bodies they reach are
+    built: no buffer of the whole month, whose allocation and copy cost more than the
+    bodies' own (a fresh mapping of megabytes for every month; see `anycost.memory`).
+    ValueError when a chunk holds other than the bytes its row lengths say."""
+    remaining = iter(chunks)
+    piece, piece_start = memoryview(b""), 0  # the current chunk's rows, and where they start in the month
+    for low, high in byte_spans:
+        parts, position = [prefix], low
+        while position < high:
+            if position >= piece_start + len(piece):
+                piece_start += len(piece)
+                chunk = next(remaining, None)
+                if chunk is None:
+                    raise ValueError(f"the chunks hold {piece_start} bytes of rows, their row lengths say more")
+                piece = _chunk_rows(chunk)
+                continue
+            end = min(high, piece_start + len(piece))
+            parts.append(piece[position - piece_start:end - piece_start])
+            position = end
+        parts.append(BODY_SUFFIX)
+        yield b"".join(parts)
+    for chunk in remaining:  # only a last comma can be left; still check what the chunks hold
+        _chunk_rows(chunk)
+
+
+def _chunk_rows(chunk):
+    rows = chunk.json_rows()
+    expected = int(np.frombuffer(chunk.lengths, np.int32).sum(dtype=np.int64))
+    if len(rows) != expected:
+        raise ValueError(f"a chunk holds {len(rows)} bytes of rows, its row lengths say {expected}")
+    return memoryview(rows)
 
 
 def joined_rows(chunks, size):
