@@ -11,6 +11,8 @@ import typing
 from decimal import Decimal
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
@@ -129,6 +131,25 @@ def test_a_users_transform_between_sees_cbf_batches_and_may_filter_them(emu, tmp
                connection_id="c1", api_url=emu.url, max_rejected_rows=2)
     assert emulator_totals(emu) == {"c1": {"2024-08": (2, Decimal("1.250000000000000001"))}}
     assert len(out["rejected"]) == 2
+
+
+def test_cbf_batches_cross_a_users_reshuffle_exactly_and_are_sized_without_being_encoded(emu, tmp_path):
+    from transforms.batch import _CbfBatchCoder  # pylint: disable=import-outside-toplevel
+    _bills(tmp_path)
+    p = beam.Pipeline(runner=FnApiRunner())
+    batches = p | ReadCbf(str(tmp_path / "in" / "*.csv"))
+    assert isinstance(beam.coders.registry.get_coder(batches.element_type), _CbfBatchCoder)
+    out = _run(ReadCbf(str(tmp_path / "in" / "*.csv")), tmp_path, between=beam.Reshuffle(),
+               connection_id="c1", api_url=emu.url, max_rejected_rows=2)
+    assert emulator_totals(emu) == {"c1": {"2024-08": (2, Decimal("1.250000000000000001")),
+                                           "2024-09": (1, Decimal("10"))}}
+    assert len(out["rejected"]) == 2
+    coder = _CbfBatchCoder()
+    big = CbfBatch(pa.RecordBatch.from_pydict({"cost/cost": [str(i) for i in range(50_000)]}), "f.csv", (0,),
+                   np.arange(1, 50_001))
+    again = coder.decode(coder.encode(big))
+    assert again.batch.equals(big.batch) and list(again.row_numbers) == list(big.row_numbers)
+    assert 0.5 < coder.estimate_size(big) / len(coder.encode(big)) < 2
 
 
 def test_read_cbf_checks_the_files_and_its_arguments_when_built(tmp_path):

@@ -201,4 +201,5 @@ class ReadCbf(beam.PTransform):
                 | "Splits" >> beam.Create(splits)
                 | "Spread" >> beam.Reshuffle()
                 | "Read" >> beam.ParDo(_ReadSplit(self._settings,
-                                                  collections.Counter(split.path for split in splits))))
+                                                  collections.Counter(split.path for split in splits)))
+                .with_output_types(CbfBatch))
