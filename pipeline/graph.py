@@ -7,7 +7,9 @@
               +--> report (JSON at report_path, table in the log) <+
 
 `WriteToAnyCost` gates the POSTs on every read reject and every file that broke part-way,
-as it does for any user's `ReadCbf | WriteToAnyCost`; the report's branches carry counts only.
+as it does for any user's `ReadCbf | WriteToAnyCost`; the report's branches carry counts only,
+in two combines (the reading's, the rejects'): each step of a Beam graph costs start-up time
+and a stage change on the in-process runner, so the report adds as few as it can.
 """
 import collections
 import json
@@ -19,18 +21,19 @@ from apache_beam.io.filesystems import FileSystems
 from anycost.inputs import dead_letter
 from anycost.outcomes import report as run_report
 from transforms.read import ReadCbf
-from transforms.reasons import _CountRejectReasons
+from transforms.reasons import _TallyRejects
 from transforms.write import WriteToAnyCost
 
 LOG = logging.getLogger("cloudzero")
 
 
-def write_report(_, config, report_target, log_report, stats, summaries, results, dead_letters, file_errors,
-                 input_rules=None, reasons=()):
+def write_report(_, config, report_target, log_report, reads, rejects, summaries, results, dead_letters):
+    """The report, from the reading's and the rejects' tallies and every stream-month and body result."""
     bodies = [r for r in results if not isinstance(r, dict)]
     verifications = [r for r in results if isinstance(r, dict)]
-    report = run_report.build(config, stats, summaries, bodies, dead_letters, file_errors, verifications,
-                              input_rules, reject_reasons=reasons)
+    stats = (reads["rows_read"], rejects["rows"], len(reads["file_errors"]))
+    report = run_report.build(config, stats, summaries, bodies, dead_letters, reads["file_errors"], verifications,
+                              reads["input_rules"], reject_reasons=rejects["reasons"])
     with FileSystems.create(report_target) as handle:
         handle.write(json.dumps(report, indent=2, sort_keys=False).encode())
     if log_report:  # on Dataflow, the workers' log is where the summary shows up
@@ -38,24 +41,31 @@ def write_report(_, config, report_target, log_report, stats, summaries, results
     return report_target
 
 
-class _SumCounts(beam.CombineFn):
-    """Sum of {name: count} dicts."""
+class _TallyReads(beam.CombineFn):
+    """What the report says of the reading, in one combine over the batches: rows read, the
+    files that broke part-way, and the input rules applied (FOCUS mapping, tag keys)."""
 
     def create_accumulator(self):
-        return collections.Counter()
+        return [0, [], collections.Counter()]
 
-    def add_input(self, accumulator, element):
-        accumulator.update(element)
+    def add_input(self, accumulator, batch):
+        accumulator[0] += batch.rows_read
+        if batch.file_error:
+            accumulator[1].append(batch.file_error)
+        accumulator[2].update(batch.input_rules)
         return accumulator
 
     def merge_accumulators(self, accumulators):
-        total = collections.Counter()
-        for accumulator in accumulators:
-            total.update(accumulator)
+        total = self.create_accumulator()
+        for rows, errors, rules in accumulators:
+            total[0] += rows
+            total[1].extend(errors)
+            total[2].update(rules)
         return total
 
     def extract_output(self, accumulator):
-        return dict(sorted(accumulator.items()))
+        rows, errors, rules = accumulator
+        return {"rows_read": rows, "file_errors": sorted(errors), "input_rules": dict(sorted(rules.items()))}
 
 
 def build(p, config, splits, dead_letter_prefix, report_target, log_report=True):
@@ -67,23 +77,11 @@ def build(p, config, splits, dead_letter_prefix, report_target, log_report=True)
     lines = written.rejected | "DeadLetterLines" >> beam.Map(dead_letter.dumps_reject)
     dead_letters = lines | "WriteDeadLetter" >> beam.io.WriteToText(
         dead_letter_prefix, file_name_suffix=".jsonl", skip_if_empty=True)
-    reasons = lines | "CountRejectReasons" >> _CountRejectReasons()
-    file_errors = batches | "FileErrors" >> beam.FlatMap(lambda b: [b.file_error] if b.file_error else [])
-    rows_read = (batches | "RowsRead" >> beam.Map(lambda b: b.rows_read)
-                 | "SumRowsRead" >> beam.CombineGlobally(sum))
-    rejected = written.rejected | "CountRejected" >> beam.combiners.Count.Globally()
-    stats = (p
-             | "StatsSeed" >> beam.Create([None])
-             | "Stats" >> beam.Map(lambda _, read, bad, broken: (read, bad, len(broken)),
-                                   beam.pvalue.AsSingleton(rows_read), beam.pvalue.AsSingleton(rejected),
-                                   beam.pvalue.AsList(file_errors)))
-    input_rules = (batches | "InputRules" >> beam.Map(lambda b: b.input_rules)
-                   | "CountInputRules" >> beam.CombineGlobally(_SumCounts()))
-
+    rejects = lines | "TallyRejects" >> _TallyRejects()
+    reads = batches | "TallyReads" >> beam.CombineGlobally(_TallyReads())
     return (p
             | "ReportSeed" >> beam.Create([None])
             | "Report" >> beam.Map(write_report, config, report_target, log_report,
-                                   beam.pvalue.AsSingleton(stats), beam.pvalue.AsList(written.stream_months),
-                                   beam.pvalue.AsList(written.body_results), beam.pvalue.AsList(dead_letters),
-                                   beam.pvalue.AsList(file_errors),
-                                   beam.pvalue.AsSingleton(input_rules), beam.pvalue.AsSingleton(reasons)))
+                                   beam.pvalue.AsSingleton(reads), beam.pvalue.AsSingleton(rejects),
+                                   beam.pvalue.AsList(written.stream_months),
+                                   beam.pvalue.AsList(written.body_results), beam.pvalue.AsList(dead_letters)))

@@ -1,9 +1,9 @@
 """WriteBounded: the write path for bounded input, shared by `WriteToAnyCost` and the command line.
 
-    chunks --_PlanDrops (row lengths only)--> summaries --+
-    rejected-row counts ---------------------------------+--> gate (one reason or None)
-    holds (the caller's reasons, e.g. broken files) -----+      |
-    chunks --_WriteBillingDrops (grouped by connection) <--------+ side input --> results
+    chunks --_PlanDrops (row lengths only)--> summaries ---+
+    tallies (rows rejected, files broken, per bundle) -----+--> gate (one reason or None)
+                                                                   |
+    chunks --_WriteBillingDrops (grouped by connection) <-----------+ side input --> results
 
 Nothing is posted before the whole input is validated and planned: the sender waits for the
 gate, a singleton side input computed from every rejected row and every stream-month plan.
@@ -22,10 +22,12 @@ from transforms.sink import _WriteBillingDrops
 LOG = logging.getLogger("cloudzero")
 
 
-def _held_back(_, rejected_counts, plans, holds, settings):
+def _held_back(_, tallies, plans, settings):
     """The gate's reason to post nothing, or None; a hold is logged, once per run, because a
     pipeline whose every body is held back still ends normally and posts nothing."""
-    reason = report.hold_reason(sum(rejected_counts), plans, settings, holds)
+    file_errors = sum(tally.file_errors for tally in tallies)
+    holds = [report.file_error_hold(file_errors)] if file_errors else []
+    reason = report.hold_reason(sum(tally.rejected for tally in tallies), plans, settings, holds)
     if reason:
         who = "WriteToAnyCost" if settings.face == run_config.API else "the run"
         LOG.warning("%s held back every body: %s", who, reason)
@@ -40,12 +42,12 @@ class _WriteBoundedResult(typing.NamedTuple):
 class _WriteBounded(beam.PTransform):
     """Example::
 
-        written = {"chunks": chunks, "rejected_counts": counts, "holds": reasons} | _WriteBounded(settings)
+        written = {"chunks": chunks, "tallies": tallies} | _WriteBounded(settings)
 
     Inputs (a dict of PCollections): `chunks`, ((connection_id, month), Chunk) from
-    `anycost.inputs.normalise`; `rejected_counts`, a few ints that sum to the rows rejected;
-    optionally `holds`, reason strings: any reason holds every POST back, and the bodies
-    are reported `not_sent` with it. `settings` is an `anycost.config.WriteSettings`.
+    `anycost.inputs.normalise`; `tallies`, a few `report.BundleTally`s that sum to the rows
+    rejected and the files that broke part-way (any such file holds every POST back, and
+    the bodies are reported `not_sent`). `settings` is an `anycost.config.WriteSettings`.
     Returns a `_WriteBoundedResult`.
     """
 
@@ -56,13 +58,10 @@ class _WriteBounded(beam.PTransform):
     def expand(self, inputs):
         settings = self._settings
         chunks = inputs["chunks"]
-        holds = inputs.get("holds")
-        if holds is None:
-            holds = chunks.pipeline | "NoHolds" >> beam.Create([]).with_output_types(str)
         summaries = chunks | "PlanDrops" >> _PlanDrops(settings.operation, settings.max_body_bytes)
         gate = (chunks.pipeline
                 | "GateSeed" >> beam.Create([None])
-                | "Gate" >> beam.Map(_held_back, beam.pvalue.AsList(inputs["rejected_counts"]),
-                                     beam.pvalue.AsList(summaries), beam.pvalue.AsList(holds), settings))
+                | "Gate" >> beam.Map(_held_back, beam.pvalue.AsList(inputs["tallies"]),
+                                     beam.pvalue.AsList(summaries), settings))
         results = chunks | "WriteBillingDrops" >> _WriteBillingDrops(settings, gate, summaries)
         return _WriteBoundedResult(results, summaries)

@@ -51,10 +51,10 @@ class _RemoveChunkFiles(beam.PTransform):
         self._folder = folder
 
     def expand(self, results):
-        done = results | "CountResults" >> beam.combiners.Count.Globally()
+        # An iterable side input: the step waits for every result, and reads none of them.
         return (results.pipeline
                 | "RemoveSeed" >> beam.Create([None])
-                | "Remove" >> beam.Map(_remove, self._folder, beam.pvalue.AsSingleton(done)))
+                | "Remove" >> beam.Map(_remove, self._folder, beam.pvalue.AsIter(results)))
 
 
 def _remove_left_over(pipeline):

@@ -19,7 +19,7 @@ from transforms.bounded import _WriteBounded
 from transforms.chunk_files import _RemoveChunkFiles, _chunk_folder
 from transforms.streaming import _WriteStreaming
 
-REJECTED, FILE_ERRORS = "rejected", "file_errors"
+REJECTED, TALLIES = "rejected", "tallies"
 ROWS_PER_BATCH = 65_536  # dict rows are validated and rendered this many at a time
 
 
@@ -179,15 +179,9 @@ class WriteToAnyCost(beam.PTransform):
         chunk_folder = _chunk_folder(pcoll.pipeline)
         normalised = (pcoll
                       | "Normalise" >> beam.ParDo(_NormaliseRows(settings, chunk_folder, self._column_map)).with_outputs(
-                          REJECTED, FILE_ERRORS, main="chunks"))
+                          REJECTED, TALLIES, main="chunks"))
         rejected = normalised[REJECTED]
-        holds = (normalised[FILE_ERRORS]
-                 | "CountFileErrors" >> beam.combiners.Count.Globally()
-                 | "FileErrorHold" >> beam.FlatMap(lambda count: [report.file_error_hold(count)] if count else []))
-        written = ({"chunks": normalised["chunks"],
-                    "rejected_counts": rejected | "CountRejected" >> beam.combiners.Count.Globally(),
-                    "holds": holds}
-                   | "Write" >> _WriteBounded(settings))
+        written = {"chunks": normalised["chunks"], "tallies": normalised[TALLIES]} | "Write" >> _WriteBounded(settings)
         _ = written.results | "RemoveChunkFiles" >> _RemoveChunkFiles(chunk_folder)
         split = written.results | "SplitResults" >> beam.FlatMap(results._split_body_result).with_outputs(
             results.FAILED, main=results.DELIVERED)
@@ -242,9 +236,11 @@ class _NormaliseRows(beam.DoFn):
     Main output: ((connection_id, month), ChunkRef). Each bundle's chunk rows go to one new
     chunk file in `chunk_folder` (`anycost.inputs.chunk_files`); the file is closed in
     `finish_bundle` and only then are the references emitted, so the shuffles carry row
-    lengths, never rows. Tagged `rejected`: a record per rejected row; `file_errors`: why a
-    file of a CbfBatch broke part-way. Expects the global window (the bounded path re-windows
-    first): what a bundle gathered is emitted from `finish_bundle` there.
+    lengths, never rows. Tagged `rejected`: a record per rejected row; `tallies`: one
+    `report.BundleTally` per bundle that rejected rows or met a file that broke part-way,
+    what the gate counts (no combine of its own: a few per run, read as a side input).
+    Expects the global window (the bounded path re-windows first): what a bundle gathered
+    is emitted from `finish_bundle` there.
 
     Schema'd rows and `column_map` are applied here (`_as_cbf_element`), not in a step of
     their own: with a dict per row, every step costs Beam's per-element overhead."""
@@ -260,6 +256,7 @@ class _NormaliseRows(beam.DoFn):
         memory.return_big_buffers()  # the months' rows and bodies the sink builds in this process
 
     def start_bundle(self):
+        self._rejected, self._file_errors = 0, 0  # this bundle's, for its tally
         self._buffer = []
         self._file, self._refs = None, []
         self._work = in_order.InOrder()  # batches normalised on the process's cores, kept in order
@@ -289,7 +286,7 @@ class _NormaliseRows(beam.DoFn):
         else:
             self._rows_read.inc()
             self._rows_rejected.inc()
-            yield beam.pvalue.TaggedOutput(REJECTED, rows.reject(
+            yield self._reject(rows.reject(
                 f"an element of type {type(element).__name__} is not a dict, beam.Row, pyarrow.RecordBatch "
                 "or CbfBatch",
                 {"element": repr(element)[:200]}))
@@ -297,8 +294,8 @@ class _NormaliseRows(beam.DoFn):
     def _cbf_batch(self, element):
         """Validated as the command line validates a file's batch: the same chunks, in file
         order. `ReadCbf` counted the rows read and those it refused (Beam metrics) already."""
-        before = [beam.pvalue.TaggedOutput(FILE_ERRORS, element.file_error)] if element.file_error else []
-        before += [beam.pvalue.TaggedOutput(REJECTED, record) for record in element.rejects]
+        self._file_errors += 1 if element.file_error else 0
+        before = [self._reject(record) for record in element.rejects]
         source = normalise.SourceBatch(element.file, element.order, element.row_numbers)
         yield from self._queue(normalise.normalise_batch, element.batch, source, self._settings,
                                before=before, rows_counted=True)
@@ -309,6 +306,8 @@ class _NormaliseRows(beam.DoFn):
             outputs.extend(self._emit(note, normalised))
         for output in outputs:
             yield beam.pvalue.TaggedOutput(output.tag, _global(output.value))
+        if self._rejected or self._file_errors:
+            yield beam.pvalue.TaggedOutput(TALLIES, _global(report.BundleTally(self._rejected, self._file_errors)))
         if self._file is not None:
             self._file.close()  # before any reference to it leaves the bundle
         refs, self._file, self._refs = self._refs, None, []
@@ -345,7 +344,11 @@ class _NormaliseRows(beam.DoFn):
         self._rows_rejected.inc(len(normalised.rejects))
         self._keep(normalised.chunks)
         for record in normalised.rejects:
-            yield beam.pvalue.TaggedOutput(REJECTED, record)
+            yield self._reject(record)
+
+    def _reject(self, record):
+        self._rejected += 1
+        return beam.pvalue.TaggedOutput(REJECTED, record)
 
 
 def _global(value):

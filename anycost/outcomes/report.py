@@ -6,6 +6,7 @@ table a person reads and the status an orchestrator sees can never disagree.
 No Beam, no HTTP.
 """
 import collections
+import typing
 
 from anycost import config as run_config, delivery, words
 from anycost.delivery.results import COSTED
@@ -20,6 +21,12 @@ def gate_reason(stats, summaries, config):
     """Why nothing at all may be posted, or None: checked after the whole input is validated."""
     rows_read, rejected, file_errors = stats
     return hold_reason(rejected, summaries, config, [file_error_hold(file_errors)] if file_errors else [])
+
+
+class BundleTally(typing.NamedTuple):
+    """What one bundle of the write met that may hold every POST back."""
+    rejected: int  # rows rejected
+    file_errors: int  # input files that broke part-way
 
 
 def file_error_hold(file_errors):
