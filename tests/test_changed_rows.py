@@ -56,3 +56,18 @@ def test_a_new_file_for_a_month_already_sent_is_added(key, tmp_path, capsys):
         # and the same first file again: already delivered, nothing added
         assert run_cli(_args(emu, first, tmp_path), capsys)[0] == 0
         assert emulator_totals(emu) == {"c1": {"2024-08": (2, Decimal("12.50"))}}
+
+
+def test_a_month_no_earlier_sum_body_shares_files_with_is_decided_without_building_its_bodies():
+    from anycost.delivery import changed_rows  # pylint: disable=import-outside-toplevel
+
+    class Unbuilt:
+        def __len__(self):
+            return 2
+
+        def __iter__(self):
+            raise AssertionError("the bodies were built")
+
+    delivered = [{"month": "2024-08", "operation": "sum", "identity": "k1", "files": ["other.csv"]},
+                 {"month": "2024-07", "operation": "sum", "identity": "k2", "files": ["a.csv"]}]
+    assert changed_rows.refusal("2024-08", Unbuilt(), ["a.csv"], delivered, "cli") is None

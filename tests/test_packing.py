@@ -344,3 +344,35 @@ def test_a_chunk_whose_bytes_disagree_with_its_row_lengths_is_an_error_not_a_shi
         assert "its row lengths say" in str(err)
     else:
         raise AssertionError("a chunk three bytes short was packed")
+
+
+class _CountedChunk(Chunk):
+    """A Chunk that counts how often its rows are read back."""
+    __slots__ = ()
+    reads = []
+
+    def json_rows(self):
+        _CountedChunk.reads.append(self.order)
+        return super().json_rows()
+
+
+def test_lazy_bodies_are_built_only_as_they_are_taken_and_equal_the_eager_ones():
+    rows = [row_json(i, pad=i % 50) for i in range(60)]
+    chunks = [_CountedChunk(*c) for c in split_into_chunks(rows, [7, 9, 11, 13, 20])]
+    eager = plan_stream_month("c", MONTH, chunks, "sum", 900)
+    _CountedChunk.reads.clear()
+    lazy = plan_stream_month("c", MONTH, list(reversed(chunks)), "sum", 900, lazy=True)
+    assert isinstance(lazy.bodies, packing.LazyBodies) and _CountedChunk.reads == []
+    assert len(lazy.bodies) == len(eager.bodies) == lazy.body_count > 3
+    taken = iter(lazy.bodies)
+    first = next(taken)
+    assert first == eager.bodies[0]
+    assert 0 < len(_CountedChunk.reads) < len(chunks)  # only the chunks the first body needs
+    assert [first] + list(taken) == eager.bodies
+    assert lazy == eager  # equal plans; and iterating again builds the same bytes
+
+
+def test_lazy_is_ignored_when_rows_must_be_put_in_another_order():
+    rows = [row_json(i) for i in range(10)]
+    unordered = [c._replace(order=None) for c in split_into_chunks(rows, [4, 6])]
+    assert isinstance(plan_stream_month("c", MONTH, unordered, "sum", 400, lazy=True).bodies, list)

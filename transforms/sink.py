@@ -90,7 +90,7 @@ class _SendConnections(beam.DoFn):
 
         def plan_month(month):
             return [packing.plan_stream_month(connection_id, month, months.pop(month), config.operation,
-                                              config.max_body_bytes)]
+                                              config.max_body_bytes, lazy=True)]
         units = [engine.Unit(functools.partial(plan_month, month), held=gate,
                              files={month: sorted({c.source_file for c in months[month] if c.source_file})})
                  for month in sorted(months)]

@@ -80,8 +80,32 @@ def generation_key(identity_key, generation):
     return hashlib.sha256(b"%s\ngeneration %d" % (identity_key.encode(), generation)).hexdigest()
 
 
+class LazyBodies:
+    """A stream-month's bodies, built one at a time as they are taken, in order.
+
+    The sender takes a body, posts it and only then takes the next, so a connection's first
+    request waits for one body, not its month's, and a connection holds one body in memory.
+    It has a length, like the list it stands for; iterating again builds the bodies again
+    (byte-identical)."""
+
+    def __init__(self, count, build):
+        self._count, self._build = count, build
+
+    def __len__(self):
+        return self._count
+
+    def __iter__(self):
+        return self._build()
+
+    def __eq__(self, other):
+        return list(self) == list(other)
+
+    def __repr__(self):
+        return f"LazyBodies({self._count})"
+
+
 def plan_stream_month(connection_id, month, chunks, operation, max_body_bytes,
-                      with_bodies=True) -> StreamMonthPlan:
+                      with_bodies=True, lazy=False) -> StreamMonthPlan:
     """Sort the chunks into input order, check the monthly limits, and cut bodies.
 
     The layout needs only the chunks' row lengths (and hours), so the pipeline can plan
@@ -89,7 +113,9 @@ def plan_stream_month(connection_id, month, chunks, operation, max_body_bytes,
     build the same bodies from the full chunks when sending. Chunks without a source
     position are put in canonical order only when bodies are built (the order needs the
     rows); a refusal never depends on the order, but their plan without bodies may count
-    the bodies differently."""
+    the bodies differently. `lazy`: the bodies of rows in file order are a `LazyBodies`,
+    built as they are taken (rows put in another order are built at once: the order needs
+    the whole month)."""
     canonical = any(chunk.order is None for chunk in chunks)
     if not canonical:
         chunks = sorted(chunks, key=lambda chunk: chunk.order)
@@ -148,13 +174,16 @@ def plan_stream_month(connection_id, month, chunks, operation, max_body_bytes,
         rows, lengths = _reorder_rows(rows, lengths, order)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     byte_spans = [(int(offsets[start]), int(offsets[end]) - 1) for start, end in spans]  # the last comma dropped
-    texts = (_bodies_from_chunks(chunks, byte_spans, prefix) if rows is None
-             else (b"".join((prefix, memoryview(rows)[lo:hi], BODY_SUFFIX)) for lo, hi in byte_spans))
-    bodies = []
-    for seq, ((start, end), body) in enumerate(zip(spans, texts), 1):
-        bodies.append(PlannedBody(connection_id, month, operation, seq, len(spans), end - start, body,
-                                  idempotency_key(connection_id, month, operation, seq, body)))
-    return dataclasses.replace(plan, bodies=bodies)
+
+    def planned_bodies():
+        texts = (_bodies_from_chunks(chunks, byte_spans, prefix) if rows is None
+                 else (b"".join((prefix, memoryview(rows)[lo:hi], BODY_SUFFIX)) for lo, hi in byte_spans))
+        for seq, ((start, end), body) in enumerate(zip(spans, texts), 1):
+            yield PlannedBody(connection_id, month, operation, seq, len(spans), end - start, body,
+                              idempotency_key(connection_id, month, operation, seq, body))
+    if lazy and rows is None:
+        return dataclasses.replace(plan, bodies=LazyBodies(len(spans), planned_bodies))
+    return dataclasses.replace(plan, bodies=list(planned_bodies()))
 
 
 def _bodies_from_chunks(chunks, byte_spans, prefix):

@@ -13,13 +13,15 @@ from anycost.words import plural
 
 def refusal(month, bodies, files, delivered_records, face):
     """Why the month's `bodies` (from `files`) may not be sent with `sum`, or None."""
-    current = {body.idempotency_key for body in bodies}
     files = set(files)
     if not files or not bodies:
         return None
-    stale = [r for r in delivered_records
-             if r.get("month") == month and r.get("operation") == "sum" and r.get("identity") not in current
-             and files & set(r.get("files") or ())]
+    earlier = [r for r in delivered_records
+               if r.get("month") == month and r.get("operation") == "sum" and files & set(r.get("files") or ())]
+    if not earlier:  # the common case: decided without building the bodies (they may be lazy)
+        return None
+    current = {body.idempotency_key for body in bodies}
+    stale = [r for r in earlier if r.get("identity") not in current]
     if not stale:
         return None
     delivered_keys = {r.get("identity") for r in delivered_records}
