@@ -13,5 +13,19 @@ logging.getLogger().addFilter(lambda record: "apitools not found" not in record.
 
 from pipeline.main import main  # noqa: E402
 
+
+def exit_at_once(code):
+    """End the process as soon as the run is over, without the interpreter's teardown.
+
+    When `main` returns, the job has ended and every file it wrote is closed (the report, the
+    ledger, the dead letter: each is written in a `with` block, through Beam's FileSystems).
+    What is left is freeing the run's heap and its modules one object at a time: 0.2-0.3 s
+    of a 9 s run on a million rows, for nothing. The logs and the terminal are flushed first."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_at_once(main())

@@ -208,3 +208,33 @@ def test_nothing_is_left_behind_where_nothing_was_written(emulator, tmp_path, mo
     assert run_here(["--input", one_row_input(tmp_path), "--connection_id", "c1", "--dryrun"],
                     work, monkeypatch) == 2
     assert list(work.iterdir()) == []
+
+
+def test_a_real_process_ends_with_its_exit_code_and_every_output_written(tmp_path):
+    """`python -m pipeline` skips the interpreter's teardown (`exit_at_once`): its stdout (a
+    pipe, so block-buffered), the report and the ledger must all be complete all the same."""
+    import os  # pylint: disable=import-outside-toplevel
+    import pathlib  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    from anycost_emulator import Emulator  # pylint: disable=import-outside-toplevel
+
+    header = ["time/usage_start", "cost/cost"]
+    good = write_csv(str(tmp_path / "good.csv"), header, [[f"2024-08-01T{h:02d}:00:00Z", f"{h}.5"] for h in range(24)])
+    bad = write_csv(str(tmp_path / "bad.csv"), header, [["2024-08-01T00:00:00Z", "1"], ["not a time", "2"]])
+    env = {**os.environ, "CLOUDZERO_API_KEY": TEST_KEY,
+           "PYTHONPATH": str(pathlib.Path(__file__).resolve().parent.parent)}
+    with Emulator(api_key=TEST_KEY) as emulator:
+        for name, path, expected_code in (("good", good, 0), ("bad", bad, 1)):
+            report = tmp_path / f"{name}-report.json"
+            done = subprocess.run([sys.executable, "-m", "pipeline", "--input", path, "--connection_id", "c1",
+                                   f"--api_url={emulator.url}", f"--state_path={tmp_path / name}",
+                                   f"--report_path={report}", *PINNED_RUNNER],
+                                  cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+            assert done.returncode == expected_code, done.stdout + done.stderr
+            assert f"report: {report}" in done.stdout.splitlines()[-1]  # the last line, flushed
+            written = json.loads(report.read_text())
+            assert written["rows_read"] == (24 if name == "good" else 2)
+        assert emulator.applied_drops == 1  # the good file's one body; the bad file's was held back
+        ledger = "".join(p.read_text() for p in (tmp_path / "good").rglob("*") if p.is_file())
+        assert "delivered" in ledger
