@@ -54,7 +54,7 @@ def _child(marks_path, pipeline_args):
     def mark(kind, detail=""):
         marks.append((time.time(), kind, detail, _cpu()))
 
-    import pipeline.__main__  # pylint: disable=import-outside-toplevel,unused-import  # as `python -m pipeline`
+    import pipeline.__main__  # pylint: disable=import-outside-toplevel  # as `python -m pipeline`, and how it ends
     import pipeline.main  # pylint: disable=import-outside-toplevel
     mark("imported")
     from apache_beam.runners.portability.fn_api_runner import fn_runner  # pylint: disable=import-outside-toplevel
@@ -83,10 +83,11 @@ def _child(marks_path, pipeline_args):
     read._ReadSplit.process = timed_process
     AnyCostClient.create_drop = timed_create
     try:
-        return pipeline.main.main(pipeline_args)
+        code = pipeline.main.main(pipeline_args)
     finally:
         with open(marks_path, "w", encoding="utf-8") as handle:
             json.dump({"started": _STARTED, "marks": marks}, handle)
+    pipeline.__main__.exit_at_once(code)  # as `python -m pipeline` ends
 
 
 # --------------------------------------------------------------------------------------------
