@@ -19,8 +19,9 @@ def exit_at_once(code):
 
     When `main` returns, the job has ended and every file it wrote is closed (the report, the
     ledger, the dead letter: each is written in a `with` block, through Beam's FileSystems).
-    What is left is freeing the run's heap and its modules one object at a time: 0.2-0.3 s
-    of a 9 s run on a million rows, for nothing. The logs and the terminal are flushed first."""
+    What is left is freeing the run's heap and its modules one object at a time, for nothing
+    (the "after" phase of `python -m benchmarks.timeline`). The logs and the terminal are
+    flushed first."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -58,9 +58,9 @@ def test_rejects_within_the_limit_are_ok():
 
 
 def test_rejects_over_the_limit_block_everything():
-    stats = (10, 1, 0)
+    stats = (10, 1, 0)  # rows read, rejected, files broken
     summaries = [summary("c1", "2024-08", 9)]
-    reason = report.gate_reason(stats, summaries, CONFIG)
+    reason = report.gate_reason(1, 0, summaries, CONFIG)
     assert "1 row was rejected, more than --max_rejected_rows 0" in reason and "nothing was posted" in reason
     built = report.build(CONFIG, stats, summaries, [result("c1", "2024-08", 1, NOT_SENT, count=1)],
                          dead_letter_files=["gs://b/dead-00000.jsonl"])
@@ -72,14 +72,14 @@ def test_rejects_over_the_limit_block_everything():
 
 
 def test_gate_checks_whole_input_before_posting():
-    assert report.gate_reason((10, 0, 0), [], CONFIG) is None
-    assert report.gate_reason((10, 2, 0), [], RunConfig(inputs=(), max_rejected_rows=2)) is None
-    assert report.gate_reason((10, 3, 0), [], RunConfig(inputs=(), max_rejected_rows=2)) is not None
+    assert report.gate_reason(0, 0, [], CONFIG) is None
+    assert report.gate_reason(2, 0, [], RunConfig(inputs=(), max_rejected_rows=2)) is None
+    assert report.gate_reason(3, 0, [], RunConfig(inputs=(), max_rejected_rows=2)) is not None
 
 
 def test_file_errors_block_and_fail():
     stats = (4, 0, 1)
-    reason = report.gate_reason(stats, [], CONFIG)
+    reason = report.gate_reason(0, 1, [], CONFIG)
     assert "1 input file(s) could not be read" in reason
     built = report.build(CONFIG, stats, [], [], file_errors=["bad.csv.gz: reading stopped part-way: EOF"])
     assert not built["ok"] and report.exit_code(built) == 1
@@ -90,7 +90,7 @@ def test_file_errors_block_and_fail():
 def test_refused_month_fails_the_run_but_does_not_block_sum():
     refusal = "1000001 rows: CloudZero holds at most 1,000,000 rows per stream and month"
     summaries = [summary("c1", "2024-08", 1_000_001, refused=refusal), summary("c1", "2024-09", 5)]
-    assert report.gate_reason((1_000_006, 0, 0), summaries, CONFIG) is None
+    assert report.gate_reason(0, 0, summaries, CONFIG) is None
     built = report.build(CONFIG, (1_000_006, 0, 0), summaries, [result("c1", "2024-09", 1, DELIVERED, count=1)])
     assert not built["ok"] and report.exit_code(built) == 1 and built["blocked"] is None
     refused = built["streams"]["c1"]["2024-08"]
@@ -103,7 +103,7 @@ def test_refused_month_fails_the_run_but_does_not_block_sum():
 def test_refused_month_blocks_replace_operations(operation):
     config = RunConfig(inputs=(), connection_id="c1", operation=operation)
     summaries = [summary("c1", "2024-08", 5, refused="too big"), summary("c1", "2024-09", 5)]
-    reason = report.gate_reason((10, 0, 0), summaries, config)
+    reason = report.gate_reason(0, 0, summaries, config)
     assert operation in reason and "c1 2024-08" in reason and "too big" in reason
     built = report.build(config, (10, 0, 0), summaries, [])
     assert not built["ok"] and built["streams"]["c1"]["2024-09"]["status"] == "not_sent"
@@ -189,5 +189,5 @@ def test_counts_of_one_are_singular():
     from anycost import words
     assert (words.plural(1, "row"), words.plural(2, "row"), words.plural(1000, "body", "bodies")) == (
         "1 row", "2 rows", "1,000 bodies")
-    assert report.gate_reason((3, 1, 0), [], CONFIG).startswith("1 row was rejected, more than")
-    assert report.gate_reason((3, 2, 0), [], CONFIG).startswith("2 rows were rejected, more than")
+    assert report.gate_reason(1, 0, [], CONFIG).startswith("1 row was rejected, more than")
+    assert report.gate_reason(2, 0, [], CONFIG).startswith("2 rows were rejected, more than")

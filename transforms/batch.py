@@ -59,8 +59,8 @@ class _CbfBatchCoder(beam.coders.Coder):
     """CbfBatch's coder: pickled where a runner must encode one, and sized without encoding it.
 
     Beam samples the size of the elements every step emits (the first ones, then fewer).
-    With the fallback coder, each sample of a ReadCbf batch pickled all of its rows: about
-    10 MB each, 180 MB of copies over a million rows, on the thread that reads."""
+    With the fallback coder, each sampled ReadCbf batch had all of its rows pickled (megabytes
+    a batch) on the thread that reads, only to be measured."""
 
     def encode(self, value):
         return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)

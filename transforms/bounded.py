@@ -25,9 +25,8 @@ LOG = logging.getLogger("cloudzero")
 def _held_back(_, tallies, plans, settings):
     """The gate's reason to post nothing, or None; a hold is logged, once per run, because a
     pipeline whose every body is held back still ends normally and posts nothing."""
-    file_errors = sum(tally.file_errors for tally in tallies)
-    holds = [report.file_error_hold(file_errors)] if file_errors else []
-    reason = report.hold_reason(sum(tally.rejected for tally in tallies), plans, settings, holds)
+    reason = report.gate_reason(sum(tally.rejected for tally in tallies), sum(tally.file_errors for tally in tallies),
+                                plans, settings)
     if reason:
         who = "WriteToAnyCost" if settings.face == run_config.API else "the run"
         LOG.warning("%s held back every body: %s", who, reason)

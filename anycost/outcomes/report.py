@@ -17,9 +17,9 @@ GOOD_MONTH_STATUSES = {"delivered", "dry_run", "valid", "verified"}
 IN_CLOUDZERO = frozenset({delivery.DELIVERED, delivery.ALREADY_DELIVERED})
 
 
-def gate_reason(stats, summaries, config):
-    """Why nothing at all may be posted, or None: checked after the whole input is validated."""
-    rows_read, rejected, file_errors = stats
+def gate_reason(rejected, file_errors, summaries, config):
+    """Why nothing at all may be posted, or None: checked after the whole input is validated,
+    from the rows rejected and the files that broke part-way."""
     return hold_reason(rejected, summaries, config, [file_error_hold(file_errors)] if file_errors else [])
 
 
@@ -79,7 +79,7 @@ def build(config, stats, summaries, results, dead_letter_files=(), file_errors=(
     `gated_per_unit`: the sender held back each unit (a watched file) over the limits on its
     own, and the held units are in `results` as not sent, so there is no run-wide gate."""
     rows_read, rows_rejected, file_error_count = stats
-    gate = None if gated_per_unit else gate_reason(stats, summaries, config)
+    gate = None if gated_per_unit else gate_reason(rows_rejected, file_error_count, summaries, config)
     streams = collections.defaultdict(dict)
     for summary in sorted(summaries, key=lambda s: (s.connection_id, s.month)):
         streams[summary.connection_id][summary.month] = {
