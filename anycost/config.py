@@ -76,6 +76,9 @@ class RowSettings:
     tag_keys: str = "refuse"  # or "sanitize"
     csv_delimiter: str = ","
     currency: str = "USD"
+    # Chunk rows LZ4-compressed: where they cross a shuffle, go to object storage or to a
+    # memory filesystem. Not in chunk files on a local disk (see anycost.inputs.chunk_files).
+    compress_rows: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -158,13 +158,85 @@ def test_each_bundle_writes_a_new_file_and_emits_references_only(tmp_path):
     assert sorted(ref.json_rows().count(b"x" * 300) for _, ref in refs) == [100, 100]
 
 
+# ----- compressed or plain ------------------------------------------------------------------
+
+MOUNTS = """/dev/vda1 / ext4 rw,relatime 0 0
+tmpfs /tmp tmpfs rw,nosuid,nodev 0 0
+/dev/vdb1 /tmp/disk xfs rw 0 0
+tmpfs /mnt/scratch\\040space tmpfs rw 0 0
+"""
+
+
+@pytest.mark.parametrize("folder, compress", [
+    ("gs://bucket/temp/anycost-chunks-x", True),  # object storage: bytes over the network
+    ("s3://bucket/anycost-chunks-x", True),
+    ("/var/lib/runs/anycost-chunks-x", False),  # a local disk: the page cache gives them back
+    ("file:///var/lib/runs/anycost-chunks-x", False),
+    ("/tmp/anycost-chunks-x", True),  # tmpfs: plain rows would sit in RAM
+    ("/tmp/disk/anycost-chunks-x", False),  # the deepest mount decides
+    ("/tmpfoo/anycost-chunks-x", False),  # a mount point is a whole path component
+    ("/mnt/scratch space/anycost-chunks-x", True),  # /proc/mounts writes a space as \040
+])
+def test_chunk_rows_are_compressed_off_a_local_disk_only(tmp_path, folder, compress):
+    from anycost.inputs.chunk_files import compress_rows
+    mounts = tmp_path / "mounts"
+    mounts.write_text(MOUNTS)
+    assert compress_rows(folder, mounts=str(mounts)) is compress
+
+
+def test_without_a_mount_table_a_local_folder_is_a_disk(tmp_path):
+    from anycost.inputs.chunk_files import compress_rows, filesystem_type
+    assert filesystem_type("/tmp", mounts=str(tmp_path / "none")) is None
+    assert compress_rows("/tmp/anycost-chunks-x", mounts=str(tmp_path / "none")) is False
+    assert compress_rows("gs://b/anycost-chunks-x", mounts=str(tmp_path / "none")) is True
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_plain_and_compressed_chunks_hold_the_same_rows_and_references(tmp_path, compress):
+    from anycost.inputs.chunk_files import ChunkFile
+    from anycost.inputs.chunking import ROWS_CODEC
+    batch = pa.RecordBatch.from_pydict({START: ["2024-08-16T13:00:00Z"] * 500, COST: ["1.5"] * 500,
+                                        RESOURCE: [f"vm-{i}" for i in range(500)]})
+    source = SourceBatch("in.csv", (0, 0, 0), np.arange(1, 501))
+    (_, chunk), = normalise_batch(batch, source, RowSettings(connection_id="c1", compress_rows=compress)).chunks
+    (_, other), = normalise_batch(batch, source, RowSettings(connection_id="c1", compress_rows=not compress)).chunks
+    assert chunk.codec == (ROWS_CODEC if compress else "") and chunk.json_rows() == other.json_rows()
+    assert (len(chunk.rows) < chunk.rows_size) is (compress and bool(ROWS_CODEC))
+    chunk_file = ChunkFile(str(tmp_path))
+    ref = chunk_file.add(chunk)
+    chunk_file.close()
+    assert ref.json_rows() == other.json_rows() and ref.length == len(chunk.rows)
+
+
+def test_the_write_decides_compression_from_its_chunk_folder():
+    from anycost.config import WriteSettings
+    from anycost.inputs import chunk_files
+    from transforms.write import _NormaliseRows
+    local = os.path.join(tempfile.gettempdir(), "anycost-chunks-x")
+    assert _NormaliseRows(WriteSettings(connection_id="c1"), "gs://b/anycost-chunks-x")._settings.compress_rows
+    assert (_NormaliseRows(WriteSettings(connection_id="c1"), local)._settings.compress_rows
+            is chunk_files.compress_rows(local))
+    from transforms.watch import _ReadFiles
+    assert _ReadFiles(RowSettings(), 0, "dead", "results", "gs://b/anycost-chunks-x")._settings.compress_rows
+    assert _ReadFiles(RowSettings(), 0, "dead", "results", local)._settings.compress_rows is chunk_files.compress_rows(local)
+
+
 # ----- whole runs ---------------------------------------------------------------------------
 
 def chunk_folders(root):
     return sorted(glob.glob(os.path.join(root, "anycost-chunks-*")))
 
 
-def test_the_command_line_gives_the_bodies_of_the_version_before_chunk_files(emulator, tmp_path, capsys):
+def compressing(monkeypatch, compress):
+    """Chunk files compressed or plain whatever filesystem this machine's temp folder is on."""
+    from anycost.inputs import chunk_files
+    monkeypatch.setattr(chunk_files, "compress_rows", lambda folder: compress)
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["lz4", "plain"])
+def test_the_command_line_gives_the_bodies_of_the_version_before_chunk_files(emulator, tmp_path, capsys,
+                                                                             monkeypatch, compress):
+    compressing(monkeypatch, compress)
     pattern = cli_inputs(str(tmp_path / "in"))
     out = str(tmp_path / "bodies")
     code, _, printed = run_cli(["--input", pattern, "--stream_column", "connection_id", "--max_body_bytes", "1500",
@@ -176,7 +248,10 @@ def test_the_command_line_gives_the_bodies_of_the_version_before_chunk_files(emu
     assert dry_run_digest(out) == DRY_RUN_DIGEST
 
 
-def test_write_to_anycost_posts_the_keys_of_the_version_before_chunk_files(emulator, tmp_path, monkeypatch):
+@pytest.mark.parametrize("compress", [True, False], ids=["lz4", "plain"])
+def test_write_to_anycost_posts_the_keys_of_the_version_before_chunk_files(emulator, tmp_path, monkeypatch,
+                                                                          compress):
+    compressing(monkeypatch, compress)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where a run without temp_location puts them
     write_dicts(emulator)
     digest, posts = keys_digest(emulator)

@@ -128,7 +128,8 @@ class _ReadFiles(beam.DoFn):
 
     def __init__(self, settings: RowSettings, max_rejected_rows, dead_letter_prefix, results_dir, chunk_folder,
                  threads=None):
-        self._settings = settings
+        # decided here, where the pipeline is built: a local folder's filesystem is this machine's
+        self._settings = dataclasses.replace(settings, compress_rows=chunk_files.compress_rows(chunk_folder))
         self._limit = max_rejected_rows
         self._dead_letter = dead_letter_prefix
         self._results = results_dir

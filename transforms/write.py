@@ -1,4 +1,5 @@
 """WriteToAnyCost: the connector as a Beam sink, for rows from any pipeline."""
+import dataclasses
 import json
 import typing
 
@@ -246,7 +247,9 @@ class _NormaliseRows(beam.DoFn):
     their own: with a dict per row, every step costs Beam's per-element overhead."""
 
     def __init__(self, settings, chunk_folder, column_map=()):
-        self._settings = settings.normalise_settings()
+        # decided here, where the pipeline is built: a local folder's filesystem is this machine's
+        self._settings = dataclasses.replace(settings.normalise_settings(),
+                                             compress_rows=chunk_files.compress_rows(chunk_folder))
         self._chunk_folder = chunk_folder
         self._column_map = column_map
         self._rows_read = Metrics.counter("cloudzero", "rows_read")

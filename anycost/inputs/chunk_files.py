@@ -1,6 +1,6 @@
 """Chunk files: a bundle's chunk rows on disk, and the small references that cross the shuffles.
 
-The bounded write path appends every chunk's rows (compressed JSON) to one temporary file
+The bounded write path appends every chunk's rows (JSON) to one temporary file
 per bundle and shuffles a `ChunkRef` instead: everything a `Chunk` carries but its rows,
 plus where those rows are (path, offset, length). Row lengths and hours stay in the
 reference, so the planner works from it alone; the sink reads a month's rows back through
@@ -9,9 +9,11 @@ number of rows (a few bytes each), not with their size, and the rows cross no sh
 This is the pattern of Beam's `WriteToBigQuery` file loads. Any Beam filesystem works
 (`FileSystems`): a local folder for local runners, `<temp_location>/...` on Dataflow.
 The files serve one run only; a rerun never reads them (it resumes from the ledger).
-No HTTP.
+`compress_rows` says whether their rows are LZ4-compressed. No HTTP.
 """
 import collections
+import os
+import re
 import threading
 import uuid
 
@@ -22,6 +24,42 @@ from apache_beam.io.filesystems import FileSystems
 from anycost.inputs.chunking import Chunk
 
 SUFFIX = ".rows"
+MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
+
+
+def compress_rows(folder, mounts="/proc/mounts"):
+    """Whether chunk rows written under `folder` are to be LZ4-compressed (`RowSettings.compress_rows`).
+
+    Not on a local disk: the files come back from the page cache, and compressing and then
+    decompressing every row cost about a tenth of the command line's CPU (`benchmarks.run
+    --baseline` shows the before and after). In object storage (any scheme but `file`, such
+    as `gs://` on Dataflow) the bytes travel over the network, and on a memory filesystem
+    (tmpfs) the files would hold the rows in RAM: there they are compressed, about 5x."""
+    scheme = FileSystems.get_scheme(folder)
+    if scheme not in (None, "file"):
+        return True
+    local = folder[len("file://"):] if scheme == "file" else folder
+    return filesystem_type(local, mounts) in MEMORY_FILESYSTEMS
+
+
+def filesystem_type(path, mounts="/proc/mounts"):
+    """The type (`ext4`, `tmpfs`...) of the mount that holds `path`, from a mount table in
+    /proc/mounts' format; None when there is no such table (not Linux)."""
+    try:
+        with open(mounts, encoding="utf-8", errors="replace") as table:
+            lines = table.read().splitlines()
+    except OSError:
+        return None
+    target, best, found = os.path.realpath(path), -1, None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])  # `\040` is a space
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= best:  # the deepest mount wins; a later one over the same point too
+            best, found = len(point), fields[2]
+    return found
 
 
 _FIELDS = ("order", "row_count", "lengths", "cost_total", "hours", "codec", "rows_size", "resource_ids_cut",

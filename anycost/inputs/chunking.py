@@ -13,8 +13,9 @@ import pyarrow.compute as pc
 
 from anycost.inputs import values
 
-# Rows cross the shuffle LZ4-compressed: JSON shrinks about 5x at ~900 MB/s, which cuts
-# the shuffle's bytes (Dataflow bills them) and the runner's copies of them.
+# Rows that cross a shuffle (streaming panes) or go to object storage are LZ4-compressed:
+# JSON shrinks about 5x at ~700 MB/s, which cuts the bytes Dataflow bills and moves. Chunk
+# files on a local disk stay plain (`group(compress=False)`; see anycost.inputs.chunk_files).
 ROWS_CODEC = "lz4" if pa.Codec.is_available("lz4") else ""
 
 
@@ -46,11 +47,13 @@ class Chunk(NamedTuple):
         return pa.decompress(self.rows, self.rows_size, codec=self.codec, asbytes=True)
 
 
-def group(rows, connection, month, cost, usage_start, order):
-    """Split the good rows of a batch by (connection, month) into chunks.
+def group(rows, connection, month, cost, usage_start, order, compress=True):
+    """Split the good rows of a batch by (connection, month) into chunks, their rows
+    compressed with ROWS_CODEC when `compress`.
 
     One stable sort by key and one gather, then zero-copy slices: the cost does not grow
     with the number of streams in the batch."""
+    codec = ROWS_CODEC if compress else ""
     keys = pc.binary_join_element_wise(connection, month, "|").dictionary_encode()
     names = keys.dictionary.to_pylist()
     codes = keys.indices.to_numpy(zero_copy_only=False)
@@ -69,23 +72,23 @@ def group(rows, connection, month, cost, usage_start, order):
         part = [a if a is None else a.slice(start, size) for a in (rows, cost, usage_start)]
         connection_id, month_text = key.split("|")
         chunk_order = None if order is None else order + (index,)
-        chunks.append(((connection_id, month_text), _chunk(chunk_order, *part)))
+        chunks.append(((connection_id, month_text), _chunk(chunk_order, *part, codec)))
         start += size
     return chunks
 
 
-def _chunk(order, rows, cost, usage_start):
+def _chunk(order, rows, cost, usage_start, codec):
     offsets = np.frombuffer(rows.buffers()[1], np.int32, len(rows) + 1, rows.offset * 4)
     data = rows.buffers()[2][offsets[0]:offsets[-1]]
     size = offsets[-1] - offsets[0]
-    data = pa.compress(data, codec=ROWS_CODEC, asbytes=True) if ROWS_CODEC else data.to_pybytes()
+    data = pa.compress(data, codec=codec, asbytes=True) if codec else data.to_pybytes()
     hours = b""
     if usage_start is not None:
         day = pc.cast(pc.utf8_slice_codeunits(usage_start, 8, 10), pa.uint16())
         hour = pc.cast(pc.utf8_slice_codeunits(usage_start, 11, 13), pa.uint16())
         hours = pc.add(pc.multiply(pc.subtract(day, 1), 24), hour).to_numpy().astype(np.uint16).tobytes()
     return Chunk(order, len(rows), data, np.diff(offsets).astype(np.int32).tobytes(),
-                 values.decimal_text(decimal_sum(cost)), hours, ROWS_CODEC, int(size))
+                 values.decimal_text(decimal_sum(cost)), hours, codec, int(size))
 
 
 def decimal_sum(column):

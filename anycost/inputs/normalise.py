@@ -97,6 +97,7 @@ def normalise_batch(batch: pa.RecordBatch, source: SourceBatch, settings: RowSet
         cost=kept(rendered[cbf.COST]),
         usage_start=usage_start if settings.operation == "replace_hourly" else None,
         order=source.order,
+        compress=settings.compress_rows,
     )
     resource_id = rendered.get(cbf.RESOURCE_ID)
     if resource_id is not None:
