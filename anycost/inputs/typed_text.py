@@ -86,11 +86,11 @@ def _small_decimals_to_text(column):
     words = np.frombuffer(column.buffers()[1], np.int64, 2 * len(column), column.offset * 16)
     scaled = words[0::2]  # little-endian low word: the whole value when precision <= 18
     magnitude = pc.cast(pa.array(np.abs(scaled)), _STRING)
-    if scale:
-        padded = pc.utf8_lpad(magnitude, scale + 1, "0")
-        magnitude = pc.binary_join_element_wise(pc.utf8_slice_codeunits(padded, 0, -scale),
-                                                pc.utf8_slice_codeunits(padded, -scale), ".")
-    text = pc.if_else(pa.array(scaled < 0), pc.binary_join_element_wise("-", magnitude, ""), magnitude)
+    if scale:  # the point goes in `scale` digits from the end: one ASCII slice insert, no join
+        magnitude = pc.binary_replace_slice(pc.utf8_lpad(magnitude, scale + 1, "0"), -scale, -scale, ".")
+    negative = scaled < 0
+    text = magnitude if not negative.any() else pc.if_else(
+        pa.array(negative), pc.binary_replace_slice(magnitude, 0, 0, "-"), magnitude)
     return text if column.null_count == 0 else pc.if_else(pc.is_valid(column), text, pa.scalar(None, _STRING))
 
 
