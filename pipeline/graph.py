@@ -3,13 +3,14 @@
     files --ReadCbf--> CbfBatch --WriteToAnyCost--> delivered, failed, rejected,
               |                                     stream_months, body_results
               |  rows read, file errors, input rules --------------+
-              |                   rejected --> dead-letter JSON Lines, reasons
-              +--> report (JSON at report_path, table in the log) <+
+              |                   rejected --> a part file per bundle, its reasons' tally
+              +--> dead letter (the parts gathered), report (JSON, table in the log) <+
 
 `WriteToAnyCost` gates the POSTs on every read reject and every file that broke part-way,
-as it does for any user's `ReadCbf | WriteToAnyCost`; the report's branches carry counts only,
-in two combines (the reading's, the rejects'): each step of a Beam graph costs start-up time
-and a stage change on the in-process runner, so the report adds as few as it can.
+as it does for any user's `ReadCbf | WriteToAnyCost`; the report's branches carry counts only:
+one combine (the reading's) and one small part per bundle that rejected rows
+(`pipeline.rejects`). Each step of a Beam graph costs start-up time and a stage change on
+the in-process runner, so the report adds as few as it can.
 """
 import collections
 import json
@@ -18,22 +19,25 @@ import logging
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from anycost.inputs import dead_letter
 from anycost.outcomes import report as run_report
+from pipeline import rejects
 from transforms.read import ReadCbf
-from transforms.reasons import _TallyRejects
 from transforms.write import WriteToAnyCost
 
 LOG = logging.getLogger("cloudzero")
 
 
-def write_report(_, config, report_target, log_report, reads, rejects, summaries, results, dead_letters):
-    """The report, from the reading's and the rejects' tallies and every stream-month and body result."""
+def write_report(_, config, report_target, log_report, reads, parts, summaries, results, dead_letter_prefix,
+                 parts_folder):
+    """The dead letter, gathered from the rejects' parts, then the report, from the reading's
+    tally, the parts' tallies and every stream-month and body result."""
+    dead_letters = rejects.gather(parts, dead_letter_prefix, parts_folder)
+    rejected = rejects.tally(parts)
     bodies = [r for r in results if not isinstance(r, dict)]
     verifications = [r for r in results if isinstance(r, dict)]
-    stats = (reads["rows_read"], rejects["rows"], len(reads["file_errors"]))
+    stats = (reads["rows_read"], rejected["rows"], len(reads["file_errors"]))
     report = run_report.build(config, stats, summaries, bodies, dead_letters, reads["file_errors"], verifications,
-                              reads["input_rules"], reject_reasons=rejects["reasons"])
+                              reads["input_rules"], reject_reasons=rejected["reasons"])
     with FileSystems.create(report_target) as handle:
         handle.write(json.dumps(report, indent=2, sort_keys=False).encode())
     if log_report:  # on Dataflow, the workers' log is where the summary shows up
@@ -74,14 +78,12 @@ def build(p, config, splits, dead_letter_prefix, report_target, log_report=True)
     batches = p | "ReadCbf" >> ReadCbf._planned(config.inputs, splits, config.normalise_settings())
     written = batches | "WriteToAnyCost" >> WriteToAnyCost._from_settings(config.write_settings())
 
-    lines = written.rejected | "DeadLetterLines" >> beam.Map(dead_letter.dumps_reject)
-    dead_letters = lines | "WriteDeadLetter" >> beam.io.WriteToText(
-        dead_letter_prefix, file_name_suffix=".jsonl", skip_if_empty=True)
-    rejects = lines | "TallyRejects" >> _TallyRejects()
+    folder = rejects.parts_folder(p, dead_letter_prefix)
+    parts = written.rejected | "WriteDeadLetter" >> beam.ParDo(rejects._WriteRejectParts(folder))
     reads = batches | "TallyReads" >> beam.CombineGlobally(_TallyReads())
     return (p
             | "ReportSeed" >> beam.Create([None])
             | "Report" >> beam.Map(write_report, config, report_target, log_report,
-                                   beam.pvalue.AsSingleton(reads), beam.pvalue.AsSingleton(rejects),
+                                   beam.pvalue.AsSingleton(reads), beam.pvalue.AsList(parts),
                                    beam.pvalue.AsList(written.stream_months),
-                                   beam.pvalue.AsList(written.body_results), beam.pvalue.AsList(dead_letters)))
+                                   beam.pvalue.AsList(written.body_results), dead_letter_prefix, folder))

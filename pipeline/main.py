@@ -305,7 +305,7 @@ def _where_outputs_are(report, report_target, run_folder, config):
 
 def run(argv=None):
     import apache_beam as beam
-    from pipeline import graph
+    from pipeline import graph, rejects
     from transforms import chunk_files as chunk_folders
 
     config, beam_args, wait = parse(sys.argv[1:] if argv is None else argv)
@@ -338,8 +338,9 @@ def run(argv=None):
         try:
             return _run_and_report(p, config, wait, local, report_target, run_folder, state_path_given)
         finally:
-            if wait:  # a job that ended or failed: its temporary chunk files serve no rerun
+            if wait:  # a job that ended or failed: its temporary chunk and part files serve no rerun
                 chunk_folders._remove_left_over(p)
+                rejects.remove_left_over(p)
 
 
 def _run_and_report(p, config, wait, local, report_target, run_folder, state_path_given):

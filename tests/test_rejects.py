@@ -109,3 +109,78 @@ def test_a_run_with_rejects_prints_the_reasons_and_the_dead_letter_holds_every_r
     assert f"e.g. {paths[0]} row 2: cost/cost = 'x0'" in printed
     assert len(read_dead_letters(built)) == 34  # every row, not only the examples
     assert emulator.totals() == {}  # over the limit: nothing posted
+
+
+# ----- the dead letter's parts (pipeline.rejects) ----------------------------------------------
+
+def test_each_bundle_writes_one_part_with_its_rows_and_their_tally(tmp_path):
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from pipeline import rejects as parts_of
+    folder = str(tmp_path / "parts")
+    records = [record(i, "cost/cost: 'x' is not a decimal number", cost="x") for i in range(2, 40)]
+    records += [record(50, "lineitem/type 'Bogus' is not one of: Usage")]
+    out = tmp_path / "out"
+    p = beam.Pipeline(runner=FnApiRunner())
+    _ = (p | beam.Create(records) | beam.ParDo(parts_of._WriteRejectParts(folder))
+         | beam.Map(lambda part: json.dumps(part._asdict())) | beam.io.WriteToText(str(out), shard_name_template=""))
+    p.run().wait_until_finish()
+    parts = [parts_of.RejectPart(**json.loads(line)) for line in open(out)]
+    assert parts and sum(part.rows for part in parts) == len(records)
+    lines = [json.loads(line) for part in parts for line in open(part.path)]
+    assert sorted(lines, key=lambda r: r["row"]) == records
+    assert sorted(part.path for part in parts) == sorted(str(path) for path in (tmp_path / "parts").iterdir())
+    assert parts_of.tally(parts) == {"rows": len(records), "reasons": rejects.top(tally_of(records))}
+
+
+def write_part(folder, name, records):
+    folder.mkdir(exist_ok=True)
+    path = folder / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    from pipeline.rejects import RejectPart
+    return RejectPart(str(path), len(records), tally_of(records))
+
+
+def test_the_dead_letter_gathers_the_parts_the_runner_kept_and_removes_the_folder(tmp_path):
+    from pipeline.rejects import gather
+    folder = tmp_path / "rejected-parts-1"
+    kept = [write_part(folder, "b.jsonl", [record(3, "r")]), write_part(folder, "a.jsonl", [record(1, "r"), record(2, "r")])]
+    write_part(folder, "retried.jsonl", [record(1, "r")])  # a failed attempt's part: no RejectPart reaches the report
+    written = gather(kept, str(tmp_path / "rejected"), str(folder))
+    assert written == [str(tmp_path / "rejected-00000-of-00001.jsonl")]
+    assert [json.loads(line)["row"] for line in open(written[0])] == [1, 2, 3]  # each kept row once
+    assert not folder.exists()
+
+
+def test_gathering_nothing_writes_no_dead_letter(tmp_path):
+    from pipeline.rejects import gather
+    assert gather([], str(tmp_path / "rejected"), str(tmp_path / "parts")) == [] and list(tmp_path.iterdir()) == []
+
+
+def test_a_retried_report_step_finds_the_dead_letter_whole(tmp_path):
+    import pytest
+    from pipeline.rejects import gather
+    folder = tmp_path / "parts"
+    parts = [write_part(folder, "a.jsonl", [record(1, "r")])]
+    first = gather(parts, str(tmp_path / "rejected"), str(folder))
+    assert gather(parts, str(tmp_path / "rejected"), str(folder)) == first  # parts gone, dead letter there
+    assert len(open(first[0]).readlines()) == 1
+    lost = [write_part(tmp_path / "other", "a.jsonl", [record(1, "r")])]
+    (tmp_path / "other" / "a.jsonl").unlink()
+    with pytest.raises(OSError, match="part files are gone"):
+        gather(lost, str(tmp_path / "elsewhere"), str(tmp_path / "other"))
+
+
+def test_a_failed_run_leaves_no_parts_folder(tmp_path, capsys):
+    """The gate holds the run back and the sink cannot write its dry-run bodies: the job fails
+    after the parts are written, and the command line removes them on its way out."""
+    header = ["time/usage_start", "cost/cost"]
+    write_csv(str(tmp_path / "in.csv"), header, [["2024-09-01T00:00:00Z", "x"], ["2024-09-01T00:00:00Z", "1"]])
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the dry run wants a folder")
+    code, _, printed = run_cli(["--input", str(tmp_path / "in.csv"), "--connection_id", "c1", "--dry_run",
+                                "--max_rejected_rows", "5", "--output_dir", str(blocker / "bodies"),
+                                f"--report_path={tmp_path}/report.json",
+                                f"--dead_letter_path={tmp_path}/dead/rejected"], capsys)
+    assert code != 0 and "did not finish" in printed
+    assert [path.name for path in (tmp_path / "dead").iterdir() if "parts" in path.name] == []

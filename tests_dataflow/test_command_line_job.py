@@ -94,7 +94,7 @@ def test_batch_command_line_builds_a_dataflow_job(dataflow_dry_run, bills, tmp_p
     assert job.job.options.get_all_options()["setup_file"] == "./setup.py"
     classes = workers_load(job, tmp_path)
     assert {"transforms.read._ReadSplit", "transforms.write._NormaliseRows", "transforms.sink._SendConnections",
-            "pipeline.graph._TallyReads"} <= classes
+            "pipeline.graph._TallyReads", "pipeline.rejects._WriteRejectParts"} <= classes
 
 
 def test_watch_builds_a_streaming_dataflow_job(dataflow_dry_run, bills, tmp_path):
