@@ -19,7 +19,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
-from anycost.inputs import dead_letter
+from anycost.inputs import chunk_files, dead_letter
 from anycost.outcomes import reject_reasons
 
 LOG = logging.getLogger("cloudzero")
@@ -110,11 +110,4 @@ def gather(parts, dead_letter_prefix, folder):
 
 def remove_parts(folder):
     """Delete the parts folder and what is in it; a folder already gone is fine."""
-    try:
-        paths = [m.path for m in FileSystems.match([FileSystems.join(folder, "*" + PART_SUFFIX)])[0].metadata_list]
-    except Exception:  # pylint: disable=broad-except  # Beam raises BeamIOError when nothing matches
-        paths = []
-    if paths:
-        FileSystems.delete(paths)
-    if FileSystems.exists(folder):  # a local folder (an object store has no folders to remove)
-        FileSystems.delete([folder])
+    chunk_files.remove_folder(folder, suffix=PART_SUFFIX)

@@ -153,12 +153,12 @@ def forget_open_files():
         last[1].close()
 
 
-def remove_folder(folder):
-    """Delete a run's chunk files and their folder; a folder already gone is fine.
-    Returns how many chunk files were deleted."""
+def remove_folder(folder, suffix=SUFFIX):
+    """Delete a run's chunk files (or other files named `*suffix`) and their folder; a folder
+    already gone is fine. Returns how many files were deleted."""
     forget_open_files()
     try:
-        paths = [m.path for m in FileSystems.match([FileSystems.join(folder, "*" + SUFFIX)])[0].metadata_list]
+        paths = [m.path for m in FileSystems.match([FileSystems.join(folder, "*" + suffix)])[0].metadata_list]
     except Exception:  # pylint: disable=broad-except  # Beam raises BeamIOError when nothing matches
         paths = []
     if paths:
